@@ -1,0 +1,30 @@
+"""Entry point: `python run.py model=llama2_7b budget=0.5 calib=256`, `python run.py -m calib=64,128`."""
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from stat_exp.errors import UserError
+from stat_exp.pipeline import check_overrides, run_experiment
+
+CONF = Path(__file__).resolve().parent / "conf"
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_experiment(cfg)
+    except UserError as e:
+        logging.getLogger("stat_exp").error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:], CONF)
+    except UserError as e:
+        sys.exit(f"error: {e}")
+    main()

@@ -1,0 +1,20 @@
+"""Adapter registry: ``get_adapter(model)`` picks the family from ``config.model_type``."""
+from ..errors import UserError
+from . import bert, distilbert, llama, opt
+from .base import Adapter, Site
+
+ADAPTERS: dict[str, Adapter] = {a.family: a for a in (llama.ADAPTER, opt.ADAPTER, bert.ADAPTER,
+                                                       distilbert.ADAPTER)}
+_BY_TYPE = {t: a for a in ADAPTERS.values() for t in a.model_types}
+_BY_TYPE.update({f"stat_{t}": a for t, a in list(_BY_TYPE.items())})
+
+
+def get_adapter(model) -> Adapter:
+    mt = getattr(model.config, "model_type", None)
+    if mt not in _BY_TYPE:
+        raise UserError(f"no adapter for model_type '{mt}'; supported: {', '.join(sorted(_BY_TYPE))} "
+                        f"(add a file under stat_exp/adapters/ for a new family)")
+    return _BY_TYPE[mt]
+
+
+__all__ = ["Adapter", "Site", "ADAPTERS", "get_adapter"]

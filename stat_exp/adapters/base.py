@@ -1,0 +1,67 @@
+"""The adapter contract: which Linears produce and which consume each prunable unit of a layer.
+
+A *site* is one prunable group in one layer: ``attn`` (units = heads, or KV groups under GQA)
+or ``ffn`` (units = neurons). Removing unit ``u`` deletes ``rows_per_unit`` output rows of every
+producer and ``cols_per_unit`` input columns of the consumer; the consumer's input on calibration
+tokens is the activation matrix Z of STAT.md §1 (N × n_units·cols_per_unit).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+
+@dataclass
+class Site:
+    """One prunable site. Linears are held as (parent, attribute) so surgery can replace them."""
+
+    kind: str                                   # "attn" | "ffn"
+    producers: list[tuple[nn.Module, str, int]]  # (parent, attr, output rows per unit)
+    consumer: tuple[nn.Module, str]              # (parent, attr); input columns are per unit
+    cols_per_unit: int
+    score_rows_per_unit: int = 0                 # query rows per unit (attention score FLOPs)
+    gated: bool = False
+
+    @property
+    def consumer_linear(self) -> nn.Linear:
+        return getattr(*self.consumer)
+
+    def producer_linears(self) -> list[nn.Linear]:
+        return [getattr(p, a) for p, a, _ in self.producers]
+
+    @property
+    def n_units(self) -> int:
+        return self.consumer_linear.in_features // self.cols_per_unit
+
+
+@dataclass
+class Adapter:
+    """Family-specific knowledge; every function takes modules, never configs of ours."""
+
+    family: str
+    model_types: tuple[str, ...]
+    layer_paths: tuple[str, ...]                 # dotted paths to the ModuleList of layers
+    auto_classes: dict[str, str] = field(default_factory=dict)  # AutoModel name -> HF class name
+
+    def layers(self, model: nn.Module) -> nn.ModuleList:
+        for path in self.layer_paths:
+            mod = model
+            try:
+                for part in path.split("."):
+                    mod = getattr(mod, part)
+            except AttributeError:
+                continue
+            if isinstance(mod, nn.ModuleList):
+                return mod
+        raise LookupError(f"{type(model).__name__}: no layer list at any of {self.layer_paths}")
+
+    def sites(self, layer: nn.Module) -> dict[str, Site]:  # pragma: no cover - per family
+        raise NotImplementedError
+
+    def after_resize(self, layer: nn.Module) -> None:
+        """Update attributes the family's forward reads (head counts, widths) after slicing."""
+
+    def hidden_size(self, model: nn.Module) -> int:
+        c = model.config
+        return getattr(c, "hidden_size", None) or getattr(c, "dim")

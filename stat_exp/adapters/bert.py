@@ -1,0 +1,27 @@
+"""BERT family (post-LN encoder): self.{query,key,value} → output.dense; intermediate → output."""
+from .base import Adapter, Site
+
+
+class BertAdapter(Adapter):
+    def sites(self, layer):
+        s, d = layer.attention.self, layer.attention.self.attention_head_size
+        return {
+            "attn": Site("attn", [(s, "query", d), (s, "key", d), (s, "value", d)],
+                         (layer.attention.output, "dense"), cols_per_unit=d, score_rows_per_unit=d),
+            "ffn": Site("ffn", [(layer.intermediate, "dense", 1)], (layer.output, "dense"),
+                        cols_per_unit=1),
+        }
+
+    def after_resize(self, layer):
+        s = layer.attention.self
+        s.all_head_size = s.query.out_features
+        s.num_attention_heads = s.all_head_size // s.attention_head_size
+
+
+ADAPTER = BertAdapter(
+    family="bert",
+    model_types=("bert",),
+    layer_paths=("bert.encoder.layer", "encoder.layer"),
+    auto_classes={"AutoModel": "Model", "AutoModelForSequenceClassification": "ForSequenceClassification",
+                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+)

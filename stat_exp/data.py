@@ -1,0 +1,100 @@
+"""Text corpora for calibration and perplexity: local files under ``data_dir`` first, the HF hub for
+online users. Layouts follow ../shared/data/MANIFEST.md and the pruning papers' recipes:
+
+- wikitext2: ``"\\n\\n".join`` of the test rows (lines of wiki.test.raw, blank lines -> "")
+- ptb:       ``" ".join`` of the lines of ptb.test.txt
+- c4:        the first 1100 validation documents joined with " " (1025 are staged locally);
+             callers keep the first 256 × seqlen tokens
+Calibration draws ``n`` non-overlapping windows of ``seqlen`` tokens, seeded, from a train corpus.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+from .models import hub_reachable
+
+log = logging.getLogger(__name__)
+
+_LOCAL = {  # (corpus, split) -> path under data_dir
+    ("wikitext2", "test"): "wikitext2/wiki.test.raw",
+    ("wikitext2", "train"): "wikitext2/wiki.train.raw",
+    ("ptb", "test"): "ptb/ptb.test.txt",
+    ("ptb", "validation"): "ptb/ptb.valid.txt",
+    ("ptb", "train"): "ptb/ptb.train.txt",
+    ("c4", "validation"): "c4/c4-validation.00000-of-00008.first1025.jsonl",
+    ("c4", "train"): "c4/c4-train.00000-of-01024.first1041.jsonl",
+}
+_HUB = {  # (corpus, split) -> load_dataset args
+    ("wikitext2", "test"): (("wikitext", "wikitext-2-raw-v1"), {"split": "test"}, "text"),
+    ("wikitext2", "train"): (("wikitext", "wikitext-2-raw-v1"), {"split": "train"}, "text"),
+    ("ptb", "test"): (("ptb_text_only",), {"split": "test"}, "sentence"),
+    ("ptb", "train"): (("ptb_text_only",), {"split": "train"}, "sentence"),
+    ("c4", "validation"): (("allenai/c4",), {"data_files": {"validation": "en/c4-validation.00000-of-00008.json.gz"},
+                                             "split": "validation"}, "text"),
+    ("c4", "train"): (("allenai/c4",), {"data_files": {"train": "en/c4-train.00000-of-01024.json.gz"},
+                                        "split": "train"}, "text"),
+}
+CORPORA = sorted({c for c, _ in _LOCAL})
+
+
+def _rows(corpus: str, split: str, data_dir: str) -> list[str]:
+    if (corpus, split) not in _LOCAL:
+        raise UserError(f"unknown corpus/split '{corpus}/{split}'; corpora: {', '.join(CORPORA)}")
+    path = Path(data_dir).expanduser() / _LOCAL[(corpus, split)]
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            return [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+        if corpus == "wikitext2":
+            return ["" if not line.strip() else line for line in text.splitlines(keepends=True)]
+        return text.splitlines()
+    if not hub_reachable():
+        where = "does not exist" if not Path(data_dir).expanduser().exists() else f"has no {_LOCAL[(corpus, split)]}"
+        raise UserError(f"data directory '{data_dir}' {where} and the hub is offline; set paths.data_dir=/path/to/data "
+                        f"(e.g. ln -s ../shared/data data) or go online")
+    from datasets import load_dataset
+
+    args, kw, field = _HUB[(corpus, split)]
+    log.info("loading %s/%s from the hub", corpus, split)
+    return list(load_dataset(*args, **kw)[field])
+
+
+def corpus_text(corpus: str, split: str, data_dir: str, max_docs: int | None = None) -> str:
+    rows = _rows(corpus, split, data_dir)
+    if corpus == "wikitext2":
+        return "\n\n".join(rows)
+    if corpus == "c4":
+        return " ".join(rows[: max_docs or 1100])
+    return " ".join(rows)
+
+
+def tokenize(tokenizer, text: str) -> torch.Tensor:
+    """(1, L) token ids of a long text, without the max-length warning."""
+    old = tokenizer.model_max_length
+    tokenizer.model_max_length = int(1e12)
+    try:
+        return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], dtype=torch.long)
+    finally:
+        tokenizer.model_max_length = old
+
+
+def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, data_dir: str,
+                        split: str = "train") -> torch.Tensor:
+    """(n, seqlen) token windows drawn without replacement (seeded) from the corpus' train split."""
+    if corpus == "c4":
+        text = "\n\n".join(_rows(corpus, split, data_dir))
+    else:
+        text = corpus_text(corpus, split, data_dir)
+    ids = tokenize(tokenizer, text)[0]
+    avail = ids.numel() // seqlen
+    if n > avail:
+        raise UserError(f"calib={n} asks for {n} sequences of {seqlen} tokens but {corpus}/{split} holds only "
+                        f"{avail}; lower calib or seqlen")
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(avail, generator=g)[:n].sort().values
+    return ids[: avail * seqlen].view(avail, seqlen)[pick]

@@ -1,0 +1,1 @@
+"""Evaluators: perplexity (decoders); GLUE/SQuAD live beside it."""

@@ -1,0 +1,59 @@
+"""Analytic cost model, read from the actual Linear shapes of each layer (so it is family-agnostic
+and exact for non-uniform pruned layers).
+
+Per token, a Linear ``in → out`` costs ``2·in·out`` FLOPs (biases and element-wise ops are not
+counted, as in ``torch.utils.flop_counter``). Attention adds, per token and query row,
+``2·s`` for QKᵀ and ``2·s`` for AV at sequence length s: ``4·s·(n_q·d_h)`` (Kwon et al. eq. for MACs
+``4·s·d·d_h + 2·s²·d_h`` per head and sequence, in FLOPs per token). "Prunable" FLOPs are those of
+the layers; the budget μ is the kept fraction of them (STAT.md §4).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .adapters.base import Adapter, Site
+
+
+def _lin(lin: nn.Linear) -> int:
+    return 2 * lin.in_features * lin.out_features
+
+
+def site_flops(site: Site, seqlen: int) -> int:
+    """FLOPs per token of one site as it is now."""
+    f = sum(_lin(lin) for lin in site.producer_linears()) + _lin(site.consumer_linear)
+    if site.kind == "attn":
+        f += 4 * seqlen * site.score_rows_per_unit * site.n_units
+    return f
+
+
+def unit_cost(site: Site, seqlen: int) -> int:
+    """FLOPs per token that removing one unit of this site saves."""
+    c = sum(2 * p.in_features * r for p, (_, _, r) in zip(site.producer_linears(), site.producers))
+    c += 2 * site.cols_per_unit * site.consumer_linear.out_features
+    if site.kind == "attn":
+        c += 4 * seqlen * site.score_rows_per_unit
+    return c
+
+
+def layer_flops(adapter: Adapter, layer: nn.Module, seqlen: int) -> int:
+    return sum(site_flops(s, seqlen) for s in adapter.sites(layer).values())
+
+
+def model_flops(adapter: Adapter, model: nn.Module, seqlen: int) -> dict[str, int]:
+    """{'prunable': Σ layers, 'total': + every Linear outside the layers (LM head, pooler), per token}."""
+    layers = adapter.layers(model)
+    prunable = sum(layer_flops(adapter, layer, seqlen) for layer in layers)
+    inside = {id(m) for m in layers.modules()}
+    other = sum(_lin(m) for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in inside)
+    if getattr(model, "lm_head", None) is None:
+        other -= 0
+    return {"prunable": prunable, "total": prunable + other}
+
+
+def count_params(model: nn.Module) -> int:
+    seen, n = set(), 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            n += p.numel()
+    return n

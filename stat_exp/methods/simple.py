@@ -1,0 +1,106 @@
+"""Cheap baselines (../shared/docs/BASELINES.md): random, magnitude, Wanda-sp, FLAP."""
+from __future__ import annotations
+
+import torch
+
+from .. import allocation
+from ..plan import PrunePlan
+from .base import Method, per_unit
+
+
+class Random(Method):
+    """Uniform per-site sizes, units drawn at random (seeded)."""
+
+    name, needs_stats = "random", False
+
+    def plan(self, budget: float) -> PrunePlan:
+        ctx = self.ctx
+        counts = allocation.uniform(ctx.n_units, ctx.costs, budget * ctx.dense_flops)
+        g = torch.Generator().manual_seed(ctx.seed)
+        keeps = [sorted(torch.randperm(n, generator=g)[:k].tolist()) for n, k in zip(ctx.n_units, counts)]
+        return self.new_plan(keeps, budget=budget)
+
+
+class _Scored(Method):
+    """Units ranked by a per-unit score; uniform sizes unless ``global_threshold``."""
+
+    global_threshold = False
+
+    def scores(self) -> list[torch.Tensor]:  # pragma: no cover - per method
+        raise NotImplementedError
+
+    def plan(self, budget: float) -> PrunePlan:
+        ctx, scores = self.ctx, self.scores()
+        if self.global_threshold:
+            keeps = allocation.by_score(scores, ctx.costs, budget * ctx.dense_flops)
+        else:
+            counts = allocation.uniform(ctx.n_units, ctx.costs, budget * ctx.dense_flops)
+            keeps = [allocation.top_k(s, k) for s, k in zip(scores, counts)]
+        return self.decorate(self.new_plan(keeps, budget=budget))
+
+    def decorate(self, plan: PrunePlan) -> PrunePlan:
+        return plan
+
+
+class Magnitude(_Scored):
+    """Score = L2 norm of the unit's weights (producer rows and consumer columns)."""
+
+    name, needs_stats = "magnitude", False
+
+    def scores(self):
+        out = []
+        for i in range(len(self.ctx.site_keys)):
+            site = self.ctx.site(i)
+            sq = per_unit(site.consumer_linear.weight.detach().float().square().sum(0), site.cols_per_unit)
+            for lin, (_, _, rows) in zip(site.producer_linears(), site.producers):
+                sq = sq + lin.weight.detach().float().square().sum(1).reshape(-1, rows).sum(1)
+            out.append(sq.sqrt())
+        return out
+
+
+class WandaSP(_Scored):
+    """Structured Wanda: Σ over the unit's consumer columns of |W_ij| · ‖x_j‖ (uniform sizes)."""
+
+    name = "wanda_sp"
+
+    def scores(self):
+        out = []
+        for i in range(len(self.ctx.site_keys)):
+            site, st = self.ctx.site(i), self.stat(i)
+            col = site.consumer_linear.weight.detach().double().abs().sum(0) * st.s2.sqrt()
+            out.append(per_unit(col, site.cols_per_unit))
+        return out
+
+
+class FLAP(_Scored):
+    """Fluctuation score var(z_j)·‖W[:, j]‖², standardised per site kind across layers, one global
+    threshold, and bias compensation W[:, E]·mean(z_E) (An et al., AAAI 2024)."""
+
+    name, global_threshold = "flap", True
+
+    def scores(self):
+        raw = []
+        for i in range(len(self.ctx.site_keys)):
+            site, st = self.ctx.site(i), self.stat(i)
+            col = st.var * site.consumer_linear.weight.detach().double().square().sum(0)
+            raw.append(per_unit(col, site.cols_per_unit))
+        out = list(raw)
+        for kind in {k for _, k in self.ctx.site_keys}:
+            idx = [i for i, (_, k) in enumerate(self.ctx.site_keys) if k == kind]
+            allv = torch.cat([raw[i] for i in idx])
+            mu, sd = allv.mean(), allv.std().clamp_min(1e-30)
+            for i in idx:
+                out[i] = (raw[i] - mu) / sd
+        return out
+
+    def decorate(self, plan: PrunePlan) -> PrunePlan:
+        from ..surgery import unit_index
+
+        for i, (li, kind) in enumerate(self.ctx.site_keys):
+            site, st, sp = self.ctx.site(i), self.stat(i), plan.layers[li][kind]
+            dropped = sorted(set(range(site.n_units)) - set(sp.keep))
+            if dropped:
+                cols = unit_index(dropped, site.cols_per_unit)
+                w = site.consumer_linear.weight.detach().double()[:, cols]
+                sp.bias_delta = (w @ st.mean[cols]).float()
+        return plan

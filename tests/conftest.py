@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random models of every family, offline environment, Hydra composition."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+for k, v in dict(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                 WANDB_MODE="disabled", WANDB_SILENT="true", MPLBACKEND="Agg").items():
+    os.environ.setdefault(k, v)
+
+import stat_exp  # noqa: E402,F401  (registers the stat_* Auto classes)
+from stat_exp.models import tiny_model  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+DATA = ROOT / "data"
+
+# (id, family, head, tiny kwargs)
+FAMILIES = [
+    ("llama", "llama", "causal_lm", {}),
+    ("llama_gqa", "llama", "causal_lm", {"kv_heads": 2}),
+    ("qwen2_gqa", "qwen2", "causal_lm", {"kv_heads": 2}),
+    ("opt", "opt", "causal_lm", {}),
+    ("bert", "bert", "base", {}),
+    ("distilbert", "distilbert", "base", {}),
+]
+
+
+@pytest.fixture(params=FAMILIES, ids=[f[0] for f in FAMILIES])
+def tiny(request):
+    _, fam, head, kw = request.param
+    model, tok = tiny_model(fam, head, **kw)
+    return model, tok
+
+
+def outputs(model, x, mask=None):
+    with torch.no_grad():
+        o = model(input_ids=x, attention_mask=mask)
+    return o.logits if hasattr(o, "logits") else o.last_hidden_state
+
+
+def need_data(*rel):
+    for r in rel:
+        if not (DATA / r).exists():
+            pytest.skip(f"data/{r} not present (link ../shared/data to data/)")
+
+
+def compose(overrides=()):
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+        return _compose(config_name="config", overrides=list(overrides))

@@ -1,0 +1,105 @@
+"""Adapter contract, surgery (masked == sliced), zero-unit sites, save/load round trip (all families)."""
+import copy
+
+import pytest
+import torch
+import transformers
+
+from conftest import outputs
+from stat_exp.adapters import get_adapter
+from stat_exp.errors import UserError
+from stat_exp.plan import PrunePlan, SitePlan
+from stat_exp.surgery import apply_plan, unit_index
+
+
+def _plan(model, keep_fn):
+    ad = get_adapter(model)
+    layers = []
+    for li, layer in enumerate(ad.layers(model)):
+        layers.append({k: SitePlan(keep_fn(li, k, s.n_units)) for k, s in ad.sites(layer).items()})
+    return PrunePlan(layers)
+
+
+def test_site_contract(tiny):
+    model, _ = tiny
+    ad = get_adapter(model)
+    for layer in ad.layers(model):
+        sites = ad.sites(layer)
+        assert set(sites) == {"attn", "ffn"}
+        for site in sites.values():
+            n = site.n_units
+            assert n > 0
+            for lin, (_, _, rows) in zip(site.producer_linears(), site.producers):
+                assert lin.out_features == n * rows
+            assert site.consumer_linear.in_features == n * site.cols_per_unit
+
+
+def test_gqa_unit_is_kv_group():
+    from stat_exp.models import tiny_model
+
+    model, _ = tiny_model("llama", kv_heads=2, heads=4)
+    site = get_adapter(model).sites(get_adapter(model).layers(model)[0])["attn"]
+    assert site.n_units == 2 and site.cols_per_unit == 2 * 16
+
+
+def test_masked_equals_sliced(tiny):
+    model, _ = tiny
+    plan = _plan(model, lambda li, k, n: [j for j in range(n) if (j + li) % 2 == 0])
+    plan.layers[0]["ffn"].bias_delta = torch.randn(get_adapter(model).hidden_size(model))
+    x = torch.randint(4, 250, (2, 12))
+    masked = apply_plan(copy.deepcopy(model), plan, "mask")
+    sliced = apply_plan(copy.deepcopy(model), plan, "slice")
+    torch.testing.assert_close(outputs(sliced, x), outputs(masked, x), atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in sliced.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_keep_all_is_identity(tiny):
+    model, _ = tiny
+    x = torch.randint(4, 250, (2, 12))
+    pruned = apply_plan(copy.deepcopy(model), _plan(model, lambda li, k, n: list(range(n))))
+    assert torch.equal(outputs(pruned, x), outputs(model, x))
+
+
+def test_zero_units_run(tiny):
+    model, _ = tiny
+    pruned = apply_plan(copy.deepcopy(model), _plan(model, lambda li, k, n: [] if li == 1 else [0]))
+    y = outputs(pruned, torch.randint(4, 250, (2, 12)))
+    assert torch.isfinite(y).all()
+
+
+def test_save_load_round_trip(tiny, tmp_path):
+    model, _ = tiny
+    plan = _plan(model, lambda li, k, n: list(range(0, n, 2)) if li == 0 else [n - 1])
+    plan.layers[1]["attn"].bias_delta = torch.ones(get_adapter(model).hidden_size(model))
+    pruned = apply_plan(copy.deepcopy(model), plan)
+    pruned.save_pretrained(tmp_path)
+    auto = transformers.AutoModelForCausalLM if hasattr(pruned, "lm_head") else transformers.AutoModel
+    reloaded = auto.from_pretrained(tmp_path).eval()
+    assert type(reloaded).__name__.startswith("Stat")
+    x = torch.randint(4, 250, (2, 12))
+    assert torch.equal(outputs(reloaded, x), outputs(pruned, x))
+
+
+def test_plain_class_load_refuses_pruned_checkpoint(tmp_path):
+    """A pruned checkpoint must never be silently re-initialised by the plain class."""
+    from stat_exp.models import tiny_model
+
+    model, _ = tiny_model("llama")
+    apply_plan(model, _plan(model, lambda li, k, n: [0])).save_pretrained(tmp_path)
+    with pytest.raises(Exception):
+        transformers.LlamaForCausalLM.from_pretrained(tmp_path)
+
+
+def test_unit_index():
+    assert unit_index([0, 2], 3).tolist() == [0, 1, 2, 6, 7, 8]
+
+
+def test_unknown_family_is_one_line():
+    class Cfg:
+        model_type = "gpt_neo"
+
+    class M:
+        config = Cfg()
+
+    with pytest.raises(UserError, match="no adapter for model_type 'gpt_neo'"):
+        get_adapter(M())
