@@ -73,8 +73,9 @@ class WandaSP(_Scored):
 
 
 class FLAP(_Scored):
-    """Fluctuation score var(z_j)·‖W[:, j]‖², standardised per site kind across layers, one global
-    threshold, and bias compensation W[:, E]·mean(z_E) (An et al., AAAI 2024)."""
+    """Fluctuation score var(z_j)·‖W[:, j]‖², standardised within each layer's site, one global
+    threshold over all layers and both kinds, and bias compensation W[:, E]·mean(z_E)
+    (An et al., AAAI 2024)."""
 
     name, global_threshold = "flap", True
 
@@ -84,14 +85,8 @@ class FLAP(_Scored):
             site, st = self.ctx.site(i), self.stat(i)
             col = st.var * site.consumer_linear.weight.detach().double().square().sum(0)
             raw.append(per_unit(col, site.cols_per_unit))
-        out = list(raw)
-        for kind in {k for _, k in self.ctx.site_keys}:
-            idx = [i for i, (_, k) in enumerate(self.ctx.site_keys) if k == kind]
-            allv = torch.cat([raw[i] for i in idx])
-            mu, sd = allv.mean(), allv.std().clamp_min(1e-30)
-            for i in idx:
-                out[i] = (raw[i] - mu) / sd
-        return out
+        # standardise within each site so scores compare across layers and kinds (FLAP's AL-AM)
+        return [(r - r.mean()) / r.std().clamp_min(1e-30) if len(r) > 1 else r * 0 for r in raw]
 
     def decorate(self, plan: PrunePlan) -> PrunePlan:
         from ..surgery import unit_index
