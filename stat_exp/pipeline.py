@@ -160,8 +160,14 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             opts = {}
             if name == cfg.method.name and cfg.method.get("options") is not None:
                 opts = OmegaConf.to_container(cfg.method.options, resolve=True)
+            if name.startswith("stat"):
+                opts.setdefault("sketch", cfg.sketch.kind)
+                opts.setdefault("sketch_dim", cfg.sketch.dim)
             method = method_registry.build(name, **opts)
-            ctx = method_registry.Context(model, adapter, seqlen, device, cfg.seed)
+            ctx = method_registry.Context(model, adapter, seqlen, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
+                                          cache_key={"model": str(cfg.model.id), "tiny": str(cfg.model.get("tiny")),
+                                                     "data": cfg.calib_data, "calib": cfg.calib, "seqlen": seqlen,
+                                                     "seed": cfg.seed, "dtype": cfg.model.get("dtype")})
             t = time.perf_counter()
             method.calibrate(ctx, dataclasses.replace(cap, hidden=list(cap.hidden)))
             t_cal = time.perf_counter() - t

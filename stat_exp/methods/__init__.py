@@ -2,8 +2,10 @@
 from ..errors import UserError
 from .base import Context, Method
 from .simple import FLAP, Magnitude, Random, WandaSP
+from .stat import VARIANTS, variant
 
 METHODS: dict[str, type[Method]] = {m.name: m for m in (Random, Magnitude, WandaSP, FLAP)}
+METHODS.update({name: variant(name) for name in VARIANTS})
 
 
 def build(name: str, **options) -> Method:

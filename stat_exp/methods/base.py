@@ -26,6 +26,8 @@ class Context:
     costs: list[int] = field(default_factory=list)                   # FLOPs per unit, per site
     n_units: list[int] = field(default_factory=list)
     dense_flops: int = 0                                             # prunable FLOPs per token
+    cache_dir: str | None = None                                     # where methods may cache statistics
+    cache_key: dict | None = None                                    # what the statistics depend on
 
     def __post_init__(self):
         for li, layer in enumerate(self.adapter.layers(self.model)):

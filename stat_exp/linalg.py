@@ -1,0 +1,186 @@
+"""Pure linear algebra for STAT (float64 factorizations; no modules, no configs).
+
+Notation (STAT.md §2):
+| symbol | shape    | meaning                                                           |
+|--------|----------|-------------------------------------------------------------------|
+| Z      | N × n    | a site's consumer input on N calibration tokens (never stored)     |
+| G      | n × n    | ZᵀZ (or AᵀA for a sketch/TSQR factor A with AᵀA ≈ ZᵀZ)              |
+| D      | n        | column scaling (‖W[:, j]‖ for neurons)                             |
+| P      | n        | pivot order of column-pivoted QR of Z·D                            |
+| R      | k × n    | rows of the QR factor, columns in original order (R[:, P] is upper) |
+| e(k)²  | n + 1    | ‖Z_E − Z_I T‖²_F for the first k pivots kept (suffix sums of R)    |
+| T      | k × (n−k)| interpolation matrix: Z_E ≈ Z_I T                                  |
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def pivoted_qr_scipy(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference: LAPACK geqp3 via SciPy. A: (m, n). Returns (P (n,), R (min(m,n), n) in pivot order)."""
+    import scipy.linalg
+
+    R, P = scipy.linalg.qr(A.detach().double().cpu().numpy(), mode="r", pivoting=True)
+    return torch.from_numpy(P.astype(np.int64)), torch.from_numpy(R[: min(A.shape)])
+
+
+def pivoted_cholesky(G: torch.Tensor, k: int | None = None, block: int = 64, rtol: float = 1e-12):
+    """Greedy diagonal-pivoted Cholesky of a PSD Gram G (n, n), blocked (right-looking rank-b
+    updates every ``block`` pivots), on G's device, in float64.
+
+    Same pivots and R as column-pivoted QR of any Z with ZᵀZ = G (exact arithmetic).
+    Returns (P (k,), R (k, n) with columns in original order, err2 (k+1,)) where err2[j] is the
+    squared residual ‖Z_E − Z_I T‖²_F when the first j pivots are kept. Past the numerical rank
+    (residual diagonal ≤ rtol·max diag) rows are zero and the remaining pivots are arbitrary.
+    """
+    A = G.to(torch.float64).clone()
+    n = A.shape[0]
+    k = n if k is None else min(k, n)
+    d = torch.diagonal(A).clone().clamp_min_(0)
+    thr = rtol * float(d.max()) if n else 0.0
+    P = torch.empty(k, dtype=torch.long, device=A.device)
+    R = torch.zeros(k, n, dtype=torch.float64, device=A.device)
+    err2 = torch.empty(k + 1, dtype=torch.float64, device=A.device)
+    taken = torch.zeros(n, dtype=torch.bool, device=A.device)
+    i = 0
+    while i < k:
+        b = min(block, k - i)
+        for j in range(i, i + b):
+            err2[j] = d.sum()
+            p = torch.argmax(torch.where(taken, -1.0, d))
+            row = A[p] - R[i:j, p] @ R[i:j]  # (n,) residual row p of the current Schur complement
+            dp = d[p]
+            r = torch.where(dp > thr, row / dp.clamp_min(1e-300).sqrt(), torch.zeros_like(row))
+            r = torch.where(taken, torch.zeros_like(r), r)
+            R[j], P[j] = r, p
+            d.sub_(r.square()).clamp_min_(0)
+            d[p] = 0
+            taken[p] = True
+        A.sub_(R[i:i + b].T @ R[i:i + b])
+        i += b
+    err2[k] = d.sum()
+    return P, R, err2
+
+
+def lstsq_from_gram(G: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor, ridge: float = 1e-10) -> torch.Tensor:
+    """X (k, n−k) minimising ‖Z_drop − Z_keep X‖_F from G = ZᵀZ: X = (G_II + λI)⁻¹ G_IE,
+    λ = ridge · trace(G_II)/k (a tiny Tikhonov term for rank-deficient kept sets)."""
+    G = G.to(torch.float64)
+    Gii, Gie = G[keep][:, keep], G[keep][:, drop]
+    if len(keep) == 0 or len(drop) == 0:
+        return torch.zeros(len(keep), len(drop), dtype=torch.float64, device=G.device)
+    lam = ridge * float(torch.diagonal(Gii).mean().clamp_min(1e-300))
+    Gii = Gii + lam * torch.eye(len(keep), dtype=torch.float64, device=G.device)
+    L, info = torch.linalg.cholesky_ex(Gii)
+    if int(info) == 0:
+        return torch.cholesky_solve(Gie, L)
+    return torch.linalg.lstsq(Gii, Gie).solution
+
+
+def interpolative(P: torch.Tensor, R: torch.Tensor, k: int) -> torch.Tensor:
+    """T (k, n−k) of the ID from pivoted-QR rows: T = R₁₁⁻¹ R₁₂ (zero rows past the rank)."""
+    I, E = P[:k], P[k:]
+    R11, R12 = R[:k][:, I], R[:k][:, E]
+    rank = int((torch.diagonal(R11).abs() > 0).sum())
+    T = torch.zeros(k, len(E), dtype=R.dtype, device=R.device)
+    if rank:
+        T[:rank] = torch.linalg.solve_triangular(R11[:rank, :rank], R12[:rank], upper=True)
+    return T
+
+
+def centered(G: torch.Tensor, s1: torch.Tensor, n: int) -> torch.Tensor:
+    """Gram of the centred columns: ZᵀZ − N μμᵀ (the intercept option)."""
+    mu = s1.to(torch.float64) / max(n, 1)
+    return G.to(torch.float64) - n * torch.outer(mu, mu)
+
+
+def block_trace(G: torch.Tensor, size: int) -> torch.Tensor:
+    """(U, U) matrix of traces of the size × size diagonal... of each block pair: ⟨vec Z_u, vec Z_v⟩."""
+    U = G.shape[0] // size
+    return torch.diagonal(G.reshape(U, size, U, size), dim1=1, dim2=3).sum(-1)
+
+
+def block_sum(M: torch.Tensor, size: int) -> torch.Tensor:
+    """(U, U) sums of each size × size block of M."""
+    U = M.shape[0] // size
+    return M.reshape(U, size, U, size).sum((1, 3))
+
+
+# ------------------------------------------------------------------ streaming accumulators
+class GramAccumulator:
+    """G = Σ_b Z_bᵀ Z_b (fp32 products, float64 sum), Σz, count."""
+
+    kind = "gram"
+
+    def __init__(self, n: int | None = None, device=None, seed: int = 0, dim: int | None = None):
+        self.G, self.s1, self.n = None, None, 0
+
+    def add(self, z: torch.Tensor) -> None:
+        zf = z.float()
+        g, s = (zf.T @ zf).double(), zf.sum(0).double()
+        self.G = g if self.G is None else self.G.add_(g)
+        self.s1 = s if self.s1 is None else self.s1.add_(s)
+        self.n += z.shape[0]
+
+    def gram(self) -> torch.Tensor:
+        return self.G
+
+
+class TSQRAccumulator(GramAccumulator):
+    """R ← qr([R; Z_b]).R: exact and stable (slower); gram() = RᵀR."""
+
+    kind = "tsqr"
+
+    def add(self, z: torch.Tensor) -> None:
+        zf = z.double()
+        stacked = zf if self.G is None else torch.cat([self.G, zf])
+        self.G = torch.linalg.qr(stacked, mode="r").R
+        s = zf.sum(0)
+        self.s1 = s if self.s1 is None else self.s1 + s
+        self.n += z.shape[0]
+
+    def gram(self) -> torch.Tensor:
+        return self.G.T @ self.G
+
+
+class SketchAccumulator(GramAccumulator):
+    """S Z with m = dim rows: ``countsketch`` (each token to one random row with a random sign,
+    O(N·n)) or ``gaussian`` (dense N(0, 1/m) S). gram() = (SZ)ᵀ(SZ) ≈ ZᵀZ."""
+
+    def __init__(self, n: int | None = None, device=None, seed: int = 0, dim: int | None = None,
+                 kind: str = "countsketch"):
+        super().__init__()
+        self.kind, self.m = kind, dim
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def add(self, z: torch.Tensor) -> None:
+        zf = z.float()
+        N, n = zf.shape
+        m = self.m or 4 * n
+        if self.G is None:
+            self.G = torch.zeros(m, n, dtype=torch.float32, device=z.device)
+        if self.kind == "countsketch":
+            rows = torch.randint(0, m, (N,), generator=self.gen).to(z.device)
+            signs = (torch.randint(0, 2, (N,), generator=self.gen) * 2 - 1).to(zf)
+            self.G.index_add_(0, rows, zf * signs[:, None])
+        else:
+            S = torch.randn(m, N, generator=self.gen).to(zf) / m ** 0.5
+            self.G.add_(S @ zf)
+        s = zf.sum(0).double()
+        self.s1 = s if self.s1 is None else self.s1 + s
+        self.n += N
+
+    def gram(self) -> torch.Tensor:
+        A = self.G.double()
+        return A.T @ A
+
+
+def make_accumulator(kind: str, dim: int | None = None, seed: int = 0):
+    if kind == "gram":
+        return GramAccumulator()
+    if kind == "tsqr":
+        return TSQRAccumulator()
+    if kind in ("countsketch", "gaussian"):
+        return SketchAccumulator(dim=dim, seed=seed, kind=kind)
+    raise ValueError(f"unknown sketch kind '{kind}'; choose gram, tsqr, countsketch or gaussian")

@@ -1,0 +1,257 @@
+"""STAT (Flynn et al. 2024, STAT.md): pivoted-QR interpolative decompositions of each site's
+activations choose the heads (KV groups) and neurons to keep; the least-squares fit of the dropped
+units from the kept ones is folded into the consumer. One dense calibration pass gives every site's
+Gram, pivot order and error curve e(k) for all k, so a whole budget curve shares one factorization.
+
+Options (all ablations):
+- correction: lstsq_bias (ours: LS with intercept → consumer bias) | lstsq (paper) | none
+- selection:  qr | random | magnitude (sizes always come from the QR error curves)
+- allocation: greedy (ours: marginal error per FLOP) | paper (depth-weighted head/neuron split search) | uniform
+- propagate:  dense (one pass, as the released code) | pruned (sequential, statistics on pruned inputs)
+- head_space: output (ours: columns vec(W_o,h c_h)) | context (paper: columns vec(c_h))
+- sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from .. import allocation as alloc
+from ..capture import walk
+from ..linalg import block_sum, block_trace, centered, lstsq_from_gram, make_accumulator, pivoted_cholesky
+from ..plan import PrunePlan, SitePlan
+from ..surgery import apply_site, finalize, unit_index
+from .base import Method
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1  # bump when the statistics' meaning changes
+
+VARIANTS = {
+    "stat": {},
+    "stat_paper": {"correction": "lstsq", "allocation": "paper", "head_space": "context", "propagate": "dense"},
+    "stat_nocorr": {"correction": "none"},
+}
+
+
+class STAT(Method):
+    name = "stat"
+
+    def __init__(self, correction="lstsq_bias", selection="qr", allocation="greedy", propagate="dense",
+                 head_space="output", sketch="gram", sketch_dim=None, ridge=1e-8, cache=True, **options):
+        super().__init__(**options)
+        choices = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
+                   "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
+                   "head_space": ("output", "context"), "sketch": ("gram", "tsqr", "countsketch", "gaussian")}
+        for key, value in dict(correction=correction, selection=selection, allocation=allocation,
+                               propagate=propagate, head_space=head_space, sketch=sketch).items():
+            if value not in choices[key]:
+                from ..errors import UserError
+
+                raise UserError(f"method option {key}={value!r}; choose one of {', '.join(choices[key])}")
+        self.correction, self.selection, self.allocation = correction, selection, allocation
+        self.propagate, self.head_space, self.sketch, self.sketch_dim = propagate, head_space, sketch, sketch_dim
+        self.ridge, self.cache = ridge, cache
+
+    # ------------------------------------------------------------ statistics (one dense pass)
+    def _new_acc(self, kind):
+        return make_accumulator(self.sketch, self.sketch_dim, self.ctx.seed)
+
+    def calibrate(self, ctx, cap) -> None:
+        self.ctx = ctx
+        self.cap0 = dataclasses.replace(cap, hidden=list(cap.hidden))
+        path = self._cache_path()
+        if path is not None and path.exists():
+            log.info("STAT statistics from cache %s", path)
+            self.stats = torch.load(path, weights_only=False)
+        else:
+            raw = walk(ctx.model, ctx.adapter, cap, ctx.device, self._new_acc, desc="stat: calibrate")
+            self.stats = [{k: {"G": a.gram().float().cpu(), "s1": a.s1.cpu(), "n": a.n} for k, a in layer.items()}
+                          for layer in raw]
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                torch.save(self.stats, tmp)
+                tmp.replace(path)
+        self.factors = [self._factor(i, self.stat(i)) for i in range(len(ctx.site_keys))]
+
+    def _cache_path(self) -> Path | None:
+        ctx = self.ctx
+        if not (self.cache and ctx.cache_dir and ctx.cache_key):
+            return None
+        key = {**ctx.cache_key, "sketch": self.sketch, "sketch_dim": self.sketch_dim, "v": CACHE_VERSION}
+        h = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return Path(ctx.cache_dir) / f"stat-{h}.pt"
+
+    def _gram(self, st) -> torch.Tensor:
+        G = st["G"].to(self.ctx.device, torch.float64)
+        return centered(G, st["s1"].to(G.device), st["n"]) if self.correction == "lstsq_bias" else G
+
+    # ------------------------------------------------------------ factorization per site
+    def _factor(self, i: int, st) -> dict:
+        site = self.ctx.site(i)
+        G = self._gram(st)
+        W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n)
+        energy = float(((W @ G) * W).sum())  # ‖Z Wᵀ‖²: the site's output energy
+        if site.kind == "ffn":
+            D = W.norm(dim=0)  # paper: scale neurons by their output weight norm
+            P, _, err2 = pivoted_cholesky(D[:, None] * G * D[None, :])
+        else:
+            size = site.cols_per_unit
+            Gu = block_trace(G, size) if self.head_space == "context" else block_sum(G * (W.T @ W), size)
+            P, _, _ = pivoted_cholesky(Gu)
+            err2 = torch.stack([self._output_error(G, W, P[:k], P[k:], size) for k in range(len(P) + 1)])
+        return {"perm": P.cpu(), "err2": err2.cpu().clamp_min(0), "energy": energy}
+
+    def _output_error(self, G, W, keep, drop, size) -> torch.Tensor:
+        """‖(Z_E − Z_I X) W_Eᵀ‖²_F: the dropped units' LS residual seen through the consumer."""
+        if len(drop) == 0:
+            return torch.zeros((), dtype=torch.float64, device=G.device)
+        I, E = unit_index(keep.tolist(), size, G.device), unit_index(drop.tolist(), size, G.device)
+        X = lstsq_from_gram(G, I, E, self.ridge)
+        res = G[E][:, E] - G[E][:, I] @ X
+        WE = W[:, E]
+        return ((WE @ res) * WE).sum()
+
+    # ------------------------------------------------------------ allocation
+    def _curves(self):
+        """Per site: error curve normalised by its layer's output energy (optionally depth-weighted)."""
+        energy = {}
+        for (li, _), f in zip(self.ctx.site_keys, self.factors):
+            energy[li] = energy.get(li, 0.0) + f["energy"]
+        L = 1 + max(li for li, _ in self.ctx.site_keys)
+        out = []
+        for (li, _), f in zip(self.ctx.site_keys, self.factors):
+            w = (math.sqrt(L - li) + 1) if self.allocation == "paper" else 1.0
+            out.append(f["err2"].double() * w / max(energy[li], 1e-30))
+        return out
+
+    def _marginal_scores(self, curves, per_flop=True):
+        """Score of pivot j = error added by dropping it, per FLOP saved; envelope non-increasing in j."""
+        scores = []
+        for e, c in zip(curves, self.ctx.costs):
+            m = (e[:-1] - e[1:]).clamp_min(0) / (c if per_flop else 1.0)
+            scores.append(torch.flip(torch.cummax(torch.flip(m, [0]), 0).values, [0]))
+        return scores
+
+    def counts(self, budget: float) -> list[int]:
+        ctx, B = self.ctx, budget * self.ctx.dense_flops
+        if self.allocation == "uniform":
+            return alloc.uniform(ctx.n_units, ctx.costs, B)
+        curves = self._curves()
+        if self.allocation == "greedy":
+            return [len(k) for k in alloc.by_score(self._marginal_scores(curves), ctx.costs, B)]
+        return self._paper_counts(curves, B)
+
+    def _paper_counts(self, curves, B):
+        """Search over the number of kept attention units: heads by depth-weighted error, the rest of
+        the budget to neurons by depth-weighted error (the split is computed, not QQP's 0.6623)."""
+        ctx = self.ctx
+        att = [i for i, (_, k) in enumerate(ctx.site_keys) if k == "attn"]
+        ffn = [i for i, (_, k) in enumerate(ctx.site_keys) if k == "ffn"]
+        sc = self._marginal_scores(curves, per_flop=False)
+        best = None
+        total_heads = sum(ctx.n_units[i] for i in att)
+        for H in range(total_heads + 1):
+            keep_a = alloc.by_score([sc[i] for i in att], [1.0] * len(att), H)
+            head_flops = sum(len(k) * ctx.costs[i] for k, i in zip(keep_a, att))
+            if head_flops > B:
+                continue
+            keep_f = alloc.by_score([sc[i] / ctx.costs[i] for i in ffn], [ctx.costs[i] for i in ffn], B - head_flops)
+            err = sum(float(curves[i][len(k)]) for k, i in zip(keep_a + keep_f, att + ffn))
+            if best is None or err < best[0]:
+                best = (err, {i: len(k) for k, i in zip(keep_a + keep_f, att + ffn)})
+        return [best[1][i] for i in range(len(ctx.site_keys))]
+
+    # ------------------------------------------------------------ selection and fold
+    def _select(self, i: int, perm: torch.Tensor, k: int) -> list[int]:
+        n = self.ctx.n_units[i]
+        if self.selection == "qr":
+            return sorted(perm[:k].tolist())
+        if self.selection == "random":
+            g = torch.Generator().manual_seed(self.ctx.seed * 7919 + i)
+            return sorted(torch.randperm(n, generator=g)[:k].tolist())
+        site = self.ctx.site(i)
+        norm = site.consumer_linear.weight.detach().float().square().sum(0).reshape(n, -1).sum(1)
+        return alloc.top_k(norm, k)
+
+    def _fold(self, site, st, keep: list[int]) -> SitePlan:
+        sp = SitePlan(keep=keep)
+        drop = sorted(set(range(site.n_units)) - set(keep))
+        if self.correction == "none" or not drop:
+            return sp
+        G = self._gram(st)
+        I = unit_index(keep, site.cols_per_unit, G.device)
+        E = unit_index(drop, site.cols_per_unit, G.device)
+        W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
+        X = lstsq_from_gram(G, I, E, self.ridge)  # Z_E ≈ Z_I X  (k·c × (n−k)·c)
+        sp.weight = (W[:, I] + W[:, E] @ X.T).float().cpu()
+        if self.correction == "lstsq_bias":
+            mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
+            sp.bias_delta = (W[:, E] @ (mu[E] - X.T @ mu[I])).float().cpu()
+        return sp
+
+    def plan(self, budget: float) -> PrunePlan:
+        counts = self.counts(budget)
+        n_layers = 1 + max(li for li, _ in self.ctx.site_keys)
+        layers: list[dict] = [{} for _ in range(n_layers)]
+        for i, (li, kind) in enumerate(self.ctx.site_keys):
+            keep = self._select(i, self.factors[i]["perm"], counts[i])
+            layers[li][kind] = self._fold(self.ctx.site(i), self.stat(i), keep)
+        return PrunePlan(layers, meta={"method": self.name, "budget": budget, "counts": counts})
+
+    def prune(self, model, budget: float) -> PrunePlan:
+        if self.propagate == "dense":
+            return super().prune(model, budget)
+        return self._prune_sequential(model, budget)
+
+    def _prune_sequential(self, model, budget):
+        """Walk the layers of ``model`` in order on the pruned model's own activations: recompute each
+        site's statistics, select and fold with the sizes allocated from the dense pass."""
+        ctx, counts = self.ctx, self.counts(budget)
+        index = {key: i for i, key in enumerate(ctx.site_keys)}
+        layers: list[dict] = []
+        new_ctx = dataclasses.replace(ctx, model=model, site_keys=[], costs=[], n_units=[], dense_flops=0)
+
+        def on_layer(li, layer, stats):
+            sites, lp = ctx.adapter.sites(layer), {}
+            for kind, acc in stats.items():
+                i = index[(li, kind)]
+                st = {"G": acc.gram(), "s1": acc.s1, "n": acc.n}
+                f = self._factor_with(new_ctx, i, st)
+                lp[kind] = self._fold(sites[kind], st, self._select(i, f["perm"], counts[i]))
+            for kind, sp in lp.items():
+                apply_site(sites[kind], sp)
+            ctx.adapter.after_resize(layer)
+            layers.append(lp)
+            return True
+
+        cap = dataclasses.replace(self.cap0, hidden=list(self.cap0.hidden))
+        walk(model, ctx.adapter, cap, ctx.device, self._new_acc, on_layer, desc="stat: prune (sequential)")
+        finalize(model, ctx.adapter)
+        return PrunePlan(layers, meta={"method": self.name, "budget": budget, "counts": counts})
+
+    def _factor_with(self, ctx, i, st):
+        old, self.ctx = self.ctx, ctx
+        try:
+            return self._factor(i, st)
+        finally:
+            self.ctx = old
+
+
+def variant(name: str):
+    """A registry entry for a named STAT configuration (its rows carry that name)."""
+    defaults = VARIANTS[name]
+
+    class Variant(STAT):
+        def __init__(self, **options):
+            super().__init__(**{**defaults, **options})
+
+    Variant.name = name
+    Variant.__name__ = Variant.__qualname__ = "STAT_" + name
+    return Variant
