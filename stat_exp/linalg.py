@@ -25,15 +25,19 @@ def pivoted_qr_scipy(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(P.astype(np.int64)), torch.from_numpy(R[: min(A.shape)])
 
 
-def pivoted_cholesky(G: torch.Tensor, k: int | None = None, block: int = 64, rtol: float = 1e-12):
-    """Greedy diagonal-pivoted Cholesky of a PSD Gram G (n, n), blocked (right-looking rank-b
-    updates every ``block`` pivots), on G's device, in float64.
+def pivoted_cholesky(G: torch.Tensor, k: int | None = None, block: int = 64, rtol: float = 1e-12,
+                     backend: str = "auto"):
+    """Greedy diagonal-pivoted Cholesky of a PSD Gram G (n, n), in float64: LAPACK ``dpstrf`` for
+    host tensors (backend 'lapack'), a blocked torch loop on accelerators (backend 'torch':
+    right-looking rank-b updates every ``block`` pivots).
 
     Same pivots and R as column-pivoted QR of any Z with ZᵀZ = G (exact arithmetic).
     Returns (P (k,), R (k, n) with columns in original order, err2 (k+1,)) where err2[j] is the
     squared residual ‖Z_E − Z_I T‖²_F when the first j pivots are kept. Past the numerical rank
     (residual diagonal ≤ rtol·max diag) rows are zero and the remaining pivots are arbitrary.
     """
+    if backend == "lapack" or (backend == "auto" and G.device.type == "cpu"):
+        return _pivoted_cholesky_lapack(G, k, rtol)
     A = G.to(torch.float64).clone()
     n = A.shape[0]
     k = n if k is None else min(k, n)
@@ -61,6 +65,27 @@ def pivoted_cholesky(G: torch.Tensor, k: int | None = None, block: int = 64, rto
         i += b
     err2[k] = d.sum()
     return P, R, err2
+
+
+def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float):
+    from scipy.linalg import lapack
+
+    g = G.detach().to(torch.float64).cpu().numpy()
+    n = g.shape[0]
+    k = n if k is None else min(k, n)
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    tol = rtol * float(np.max(np.diag(g))) if np.max(np.diag(g)) > 0 else 0.0
+    c, piv, rank, info = lapack.dpstrf(g, lower=0, tol=tol)
+    perm = piv.astype(np.int64) - 1                      # LAPACK pivots are 1-based
+    U = np.triu(c)                                       # G[perm][:, perm] = UᵀU
+    U[rank:] = 0.0
+    R = np.zeros((k, n))
+    R[:, perm] = U[:k]                                   # columns back in original order
+    trace = float(np.trace(g))
+    removed = np.concatenate([[0.0], np.cumsum((U[:k] ** 2).sum(1))])
+    err2 = np.maximum(trace - removed, 0.0)              # residual diagonal mass after j pivots
+    return torch.from_numpy(perm[:k].copy()), torch.from_numpy(R), torch.from_numpy(err2)
 
 
 def lstsq_from_gram(G: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor, ridge: float = 1e-10) -> torch.Tensor:
@@ -108,6 +133,20 @@ def block_sum(M: torch.Tensor, size: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ streaming accumulators
+def _gram_product(z: torch.Tensor) -> torch.Tensor:
+    """zᵀz in fp32. For bf16/fp16 activations on CUDA, TF32 tensor cores are exact on the inputs
+    (≤ 10 mantissa bits) and accumulate in fp32, so they are used; otherwise plain fp32."""
+    zf = z.float()
+    if z.is_cuda and z.dtype in (torch.bfloat16, torch.float16):
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return zf.T @ zf
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+    return zf.T @ zf
+
+
 class GramAccumulator:
     """G = Σ_b Z_bᵀ Z_b (fp32 products, float64 sum), Σz, count."""
 
@@ -117,14 +156,19 @@ class GramAccumulator:
         self.G, self.s1, self.n = None, None, 0
 
     def add(self, z: torch.Tensor) -> None:
-        zf = z.float()
-        g, s = (zf.T @ zf).double(), zf.sum(0).double()
+        g, s = _gram_product(z).double(), z.float().sum(0).double()
         self.G = g if self.G is None else self.G.add_(g)
         self.s1 = s if self.s1 is None else self.s1.add_(s)
         self.n += z.shape[0]
 
     def gram(self) -> torch.Tensor:
         return self.G
+
+    def cpu(self):
+        """Free the accelerator once the layer is done (stored as float32 on the host)."""
+        self.G = self.G.float().cpu()
+        self.s1 = self.s1.cpu()
+        return self
 
 
 class TSQRAccumulator(GramAccumulator):

@@ -177,7 +177,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                 plan = method.prune(pruned, b)
                 t_prune = time.perf_counter() - t
                 r = row(name, b, pruned, {**evaluate(pruned), "capture_s": timings["capture_s"],
-                                          "calibrate_s": t_cal, "prune_s": t_prune})
+                                          "calibrate_s": t_cal, "prune_s": t_prune,
+                                          **{f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}})
                 if cfg.save_model:
                     d = out / f"pruned_{name}_{b:g}"
                     pruned.save_pretrained(d)

@@ -19,12 +19,15 @@ def _wellcond(m=400, n=60, seed=0):
     return torch.randn(m, n, generator=g, dtype=torch.float64) * torch.linspace(0.5, 3, n, dtype=torch.float64)
 
 
-def test_fast_pivots_equal_scipy_geqp3():
+@pytest.mark.parametrize("backend", ["torch", "lapack"])
+def test_fast_pivots_equal_scipy_geqp3(backend):
     Z = _wellcond()
-    P, R, _ = linalg.pivoted_cholesky(Z.T @ Z, block=7)
+    P, R, e2 = linalg.pivoted_cholesky(Z.T @ Z, block=7, backend=backend)
     Ps, Rs = linalg.pivoted_qr_scipy(Z)
     assert torch.equal(P, Ps)
     torch.testing.assert_close(R[:, P].abs(), Rs.abs(), atol=1e-9, rtol=1e-9)
+    tail = torch.flip(torch.cumsum(torch.flip((Rs ** 2).sum(1), [0]), 0), [0])  # suffix sums of R's rows
+    torch.testing.assert_close(e2[:-1], tail, atol=1e-6, rtol=1e-9)
 
 
 @pytest.mark.parametrize("kind", ["gram", "tsqr"])
@@ -33,7 +36,7 @@ def test_error_curve_is_the_lstsq_residual_for_every_k(kind):
     acc = linalg.make_accumulator(kind)
     for chunk in Z.split(64):
         acc.add(chunk)
-    P, R, e2 = linalg.pivoted_cholesky(acc.gram())
+    P, R, e2 = linalg.pivoted_cholesky(acc.gram(), backend="torch" if kind == "gram" else "lapack")
     for k in range(41):
         I, E = P[:k], P[k:]
         X = torch.linalg.lstsq(Z[:, I], Z[:, E]).solution if k else torch.zeros(0, 40 - k, dtype=Z.dtype)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -63,9 +64,10 @@ class STAT(Method):
         return make_accumulator(self.sketch, self.sketch_dim, self.ctx.seed)
 
     def calibrate(self, ctx, cap) -> None:
-        self.ctx = ctx
+        self.ctx, self.timings = ctx, {}
         self.cap0 = dataclasses.replace(cap, hidden=list(cap.hidden))
         path = self._cache_path()
+        t = time.perf_counter()
         if path is not None and path.exists():
             log.info("STAT statistics from cache %s", path)
             self.stats = torch.load(path, weights_only=False)
@@ -78,7 +80,10 @@ class STAT(Method):
                 tmp = path.with_suffix(".tmp")
                 torch.save(self.stats, tmp)
                 tmp.replace(path)
+        self.timings["statistics_s"] = _elapsed(t, ctx.device)
+        t = time.perf_counter()
         self.factors = [self._factor(i, self.stat(i)) for i in range(len(ctx.site_keys))]
+        self.timings["factorization_s"] = _elapsed(t, ctx.device)
 
     def _cache_path(self) -> Path | None:
         ctx = self.ctx
@@ -197,7 +202,9 @@ class STAT(Method):
         return sp
 
     def plan(self, budget: float) -> PrunePlan:
+        t = time.perf_counter()
         counts = self.counts(budget)
+        self.timings["allocation_s"] = _elapsed(t, self.ctx.device)
         n_layers = 1 + max(li for li, _ in self.ctx.site_keys)
         layers: list[dict] = [{} for _ in range(n_layers)]
         for i, (li, kind) in enumerate(self.ctx.site_keys):
@@ -206,9 +213,10 @@ class STAT(Method):
         return PrunePlan(layers, meta={"method": self.name, "budget": budget, "counts": counts})
 
     def prune(self, model, budget: float) -> PrunePlan:
-        if self.propagate == "dense":
-            return super().prune(model, budget)
-        return self._prune_sequential(model, budget)
+        t = time.perf_counter()
+        plan = super().prune(model, budget) if self.propagate == "dense" else self._prune_sequential(model, budget)
+        self.timings["fold_s"] = _elapsed(t, self.ctx.device) - self.timings.get("allocation_s", 0.0)
+        return plan
 
     def _prune_sequential(self, model, budget):
         """Walk the layers of ``model`` in order on the pruned model's own activations: recompute each
@@ -242,6 +250,12 @@ class STAT(Method):
             return self._factor(i, st)
         finally:
             self.ctx = old
+
+
+def _elapsed(t0: float, device) -> float:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
 
 
 def variant(name: str):

@@ -1,0 +1,107 @@
+"""Benchmark the STAT stages on a randomly initialised model of a named shape (no download).
+
+    python -m stat_exp.bench shape=llama2_7b calib=256 seqlen=2048 [device=cuda] [dtype=bfloat16]
+                             [place=cpu|device] [budget=0.5] [batch=8] [sketch=gram]
+
+``place=cpu`` (default) keeps the model on the host and moves one layer at a time to the device,
+as the pipeline does, so peak device memory is about one layer plus activations and statistics.
+Prints one line per stage and a JSON summary; exit code 0. Not a test: timings vary by machine.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import torch
+
+SHAPES = {  # family, hidden, layers, heads, kv_heads, ffn, vocab
+    "llama2_7b": ("llama", 4096, 32, 32, 32, 11008, 32000),
+    "llama3_8b": ("llama", 4096, 32, 32, 8, 14336, 128256),
+    "smollm2_135m": ("llama", 576, 30, 9, 3, 1536, 49152),
+    "opt_125m": ("opt", 768, 12, 12, 12, 3072, 50272),
+    "bert_base": ("bert", 768, 12, 12, 12, 3072, 30522),
+    "bert_large": ("bert", 1024, 24, 16, 16, 4096, 30522),
+    "distilbert": ("distilbert", 768, 6, 12, 12, 3072, 30522),
+}
+
+
+def build(shape: str, dtype, where: str, seed: int = 0):
+    from .models import tiny_config
+    import transformers
+
+    fam, h, L, nh, kv, ffn, vocab = SHAPES[shape]
+    cfg = tiny_config(fam, hidden=h, layers=L, heads=nh, kv_heads=kv, ffn=ffn, vocab=vocab, max_pos=4096)
+    head = "AutoModelForCausalLM" if fam in ("llama", "opt") else "AutoModel"
+    with torch.device("meta"):
+        model = getattr(transformers, head).from_config(cfg, dtype=dtype)
+    model = model.to_empty(device=where)
+    g = torch.Generator(device=where).manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0 if "norm" in name.lower() or "LayerNorm" in name else 0.0)
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+        for mod in model.modules():  # rotary tables etc. are non-persistent buffers: recompute
+            if hasattr(mod, "inv_freq") and hasattr(mod, "rope_init_fn"):
+                inv, scale = mod.rope_init_fn(mod.config, where)
+                mod.inv_freq, mod.attention_scaling = inv.to(where), scale
+                mod.original_inv_freq = inv.to(where)
+            if hasattr(mod, "position_ids") and isinstance(getattr(mod, "position_ids"), torch.Tensor):
+                mod.position_ids = torch.arange(mod.position_ids.shape[-1], device=where).expand(1, -1)
+            if hasattr(mod, "token_type_ids") and isinstance(getattr(mod, "token_type_ids"), torch.Tensor):
+                mod.token_type_ids = torch.zeros_like(mod.token_type_ids, device=where)
+    return model.eval()
+
+
+def main(argv: list[str]) -> dict:
+    from . import methods
+    from .adapters import get_adapter
+    from .capture import capture_inputs
+    from .methods.stat import _elapsed
+
+    a = dict(x.split("=", 1) for x in argv)
+    shape, calib, seqlen = a.get("shape", "bert_base"), int(a.get("calib", 64)), int(a.get("seqlen", 128))
+    device = a.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, a.get("dtype", "bfloat16" if device == "cuda" else "float32"))
+    place = a.get("place", "cpu")
+    budget, batch = float(a.get("budget", 0.5)), int(a.get("batch", 8))
+    opts = {k: a[k] for k in ("correction", "allocation", "selection", "propagate", "sketch", "head_space") if k in a}
+
+    t = time.perf_counter()
+    model = build(shape, dtype, device if place == "device" else "cpu")
+    t_build = time.perf_counter() - t
+    ad = get_adapter(model)
+    vocab = model.config.vocab_size
+    ids = torch.randint(4, vocab, (calib, seqlen), generator=torch.Generator().manual_seed(0))
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    res = {"shape": shape, "calib": calib, "seqlen": seqlen, "tokens": calib * seqlen, "device": device,
+           "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+           "dtype": str(dtype).split(".")[-1], "place": place, "build_s": round(t_build, 2)}
+    t = time.perf_counter()
+    cap = capture_inputs(model, ad, [{"input_ids": x} for x in ids.split(batch)], device,
+                         store_device=device)
+    res["capture_s"] = _elapsed(t, device)
+    m = methods.build("stat", cache=False, **opts)
+    m.calibrate(methods.Context(model, ad, seqlen, device), cap)
+    res.update(m.timings)
+    del cap
+    t = time.perf_counter()
+    m.prune(model, budget)
+    res["plan_and_fold_s"] = _elapsed(t, device)
+    res["allocation_s"] = m.timings["allocation_s"]
+    res["fold_s"] = res["plan_and_fold_s"] - res["allocation_s"]
+    del res["plan_and_fold_s"]
+    res["stat_total_s"] = sum(res[k] for k in ("capture_s", "statistics_s", "factorization_s", "allocation_s", "fold_s"))
+    if device.startswith("cuda"):
+        res["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    for k, v in res.items():
+        print(f"{k:>18}: {v:.2f}" if isinstance(v, float) else f"{k:>18}: {v}")
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in res.items()}))
+    return res
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
