@@ -43,11 +43,10 @@ def build(shape: str, dtype, where: str, seed: int = 0):
                 p.fill_(1.0 if "norm" in name.lower() or "LayerNorm" in name else 0.0)
             else:
                 p.normal_(0.0, 0.02, generator=g)
-        for mod in model.modules():  # rotary tables etc. are non-persistent buffers: recompute
-            if hasattr(mod, "inv_freq") and hasattr(mod, "rope_init_fn"):
-                inv, scale = mod.rope_init_fn(mod.config, where)
-                mod.inv_freq, mod.attention_scaling = inv.to(where), scale
-                mod.original_inv_freq = inv.to(where)
+        for name, mod in list(model.named_modules()):  # non-persistent buffers: rebuild / recompute
+            if hasattr(mod, "inv_freq") and hasattr(mod, "config"):  # rotary tables: a fresh module
+                parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+                setattr(parent, name.rsplit(".", 1)[-1], type(mod)(config=mod.config).to(where))
             if hasattr(mod, "position_ids") and isinstance(getattr(mod, "position_ids"), torch.Tensor):
                 mod.position_ids = torch.arange(mod.position_ids.shape[-1], device=where).expand(1, -1)
             if hasattr(mod, "token_type_ids") and isinstance(getattr(mod, "token_type_ids"), torch.Tensor):

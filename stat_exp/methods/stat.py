@@ -10,6 +10,7 @@ Options (all ablations):
 - propagate:  dense (one pass, as the released code) | pruned (sequential, statistics on pruned inputs)
 - head_space: output (ours: columns vec(W_o,h c_h)) | context (paper: columns vec(c_h))
 - sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
+- normalize:  layer (error / the layer's branch-output energy) | residual (/ residual-stream energy) | none
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ..surgery import apply_site, finalize, unit_index
 from .base import Method
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1  # bump when the statistics' meaning changes
+CACHE_VERSION = 2  # bump when the statistics' meaning changes
 
 VARIANTS = {
     "stat": {},
@@ -44,20 +45,23 @@ class STAT(Method):
     name = "stat"
 
     def __init__(self, correction="lstsq_bias", selection="qr", allocation="greedy", propagate="dense",
-                 head_space="output", sketch="gram", sketch_dim=None, ridge=1e-8, cache=True, **options):
+                 head_space="output", sketch="gram", sketch_dim=None, ridge=1e-8, cache=True,
+                 normalize="layer", **options):
         super().__init__(**options)
         choices = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
                    "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
-                   "head_space": ("output", "context"), "sketch": ("gram", "tsqr", "countsketch", "gaussian")}
+                   "head_space": ("output", "context"), "sketch": ("gram", "tsqr", "countsketch", "gaussian"),
+                   "normalize": ("layer", "residual", "none")}
         for key, value in dict(correction=correction, selection=selection, allocation=allocation,
-                               propagate=propagate, head_space=head_space, sketch=sketch).items():
+                               propagate=propagate, head_space=head_space, sketch=sketch,
+                               normalize=normalize).items():
             if value not in choices[key]:
                 from ..errors import UserError
 
                 raise UserError(f"method option {key}={value!r}; choose one of {', '.join(choices[key])}")
         self.correction, self.selection, self.allocation = correction, selection, allocation
         self.propagate, self.head_space, self.sketch, self.sketch_dim = propagate, head_space, sketch, sketch_dim
-        self.ridge, self.cache = ridge, cache
+        self.ridge, self.cache, self.normalize = ridge, cache, normalize
 
     # ------------------------------------------------------------ statistics (one dense pass)
     def _new_acc(self, kind):
@@ -72,9 +76,15 @@ class STAT(Method):
             log.info("STAT statistics from cache %s", path)
             self.stats = torch.load(path, weights_only=False)
         else:
-            raw = walk(ctx.model, ctx.adapter, cap, ctx.device, self._new_acc, desc="stat: calibrate")
-            self.stats = [{k: {"G": a.gram().float().cpu(), "s1": a.s1.cpu(), "n": a.n} for k, a in layer.items()}
-                          for layer in raw]
+            resid = []  # Σ‖h‖² of each layer's input (the residual stream the site writes into)
+
+            def record(li, layer, stats):
+                resid.append(float(sum(h.float().square().sum() for h in cap.hidden)))
+                return False
+
+            raw = walk(ctx.model, ctx.adapter, cap, ctx.device, self._new_acc, record, desc="stat: calibrate")
+            self.stats = [{k: {"G": a.gram().float().cpu(), "s1": a.s1.cpu(), "n": a.n, "resid": r}
+                           for k, a in layer.items()} for layer, r in zip(raw, resid)]
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(".tmp")
@@ -127,8 +137,13 @@ class STAT(Method):
     def _curves(self):
         """Per site: error curve normalised by its layer's output energy (optionally depth-weighted)."""
         energy = {}
-        for (li, _), f in zip(self.ctx.site_keys, self.factors):
-            energy[li] = energy.get(li, 0.0) + f["energy"]
+        for i, ((li, _), f) in enumerate(zip(self.ctx.site_keys, self.factors)):
+            if self.normalize == "layer":  # the layer's two branch outputs
+                energy[li] = energy.get(li, 0.0) + f["energy"]
+            elif self.normalize == "residual":  # the residual stream at the layer's input
+                energy[li] = self.stat(i).get("resid", 1.0)
+            else:
+                energy[li] = 1.0
         L = 1 + max(li for li, _ in self.ctx.site_keys)
         out = []
         for (li, _), f in zip(self.ctx.site_keys, self.factors):
