@@ -63,7 +63,7 @@ def validate(cfg) -> dict:
     for n in names:
         if n not in method_registry.METHODS:
             raise UserError(f"unknown method '{n}'; choose one of: {', '.join(sorted(method_registry.METHODS))}")
-    for ds in cfg.task.datasets:
+    for ds in cfg.task.datasets if cfg.task.kind == "lm" else []:
         if ds not in CORPORA:
             raise UserError(f"unknown dataset '{ds}' in task {cfg.task.name}; choose from {', '.join(CORPORA)}")
     if cfg.calib_data not in CORPORA:
@@ -92,6 +92,44 @@ def output_dir(cfg) -> Path:
         return Path(cfg.paths.output_dir)
 
 
+def _task(cfg, model, tok, seqlen: int, device):
+    """(evaluate(model) -> metrics, calibration batches factory, FLOPs sequence length) for the task."""
+    kind = cfg.task.kind
+    if kind == "lm":
+        sets = {ds: eval_ids(tok, ds, cfg.paths.data_dir) for ds in cfg.task.datasets}
+
+        def evaluate(m):
+            res = {}
+            for ds, ids in sets.items():
+                lim = cfg.eval_windows if cfg.eval_windows else MAX_WINDOWS.get(ds)
+                r = perplexity(m, ids, seqlen, lim, cfg.eval_batch_size, device, desc=f"ppl {ds}")
+                res[f"ppl_{ds}"], res[f"windows_{ds}"] = r["ppl"], r["windows"]
+            return res
+
+        def calib():
+            w = calibration_windows(tok, cfg.calib_data, cfg.calib, seqlen, cfg.seed, cfg.paths.data_dir)
+            return [{"input_ids": x} for x in w.split(cfg.calib_batch_size)]
+
+        return evaluate, calib, seqlen
+    if kind == "embed":
+        from .evaluation import embedding as E
+
+        dev = E.batches(tok, E.stsb_sentences(cfg.paths.data_dir, "dev"), max_len=seqlen)
+        train = E.stsb_sentences(cfg.paths.data_dir, "train")
+        if cfg.calib > len(train):
+            raise UserError(f"calib={cfg.calib} asks for {cfg.calib} sentences but STS-B train holds {len(train)}; "
+                            f"lower calib")
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.calib].tolist()
+        cal = E.batches(tok, [train[i] for i in pick], cfg.calib_batch_size, seqlen)
+        model.to(device)
+        ref = E.embed(model, dev, device)
+        model.to("cpu")
+        metric = f"{cfg.task.metric}_{cfg.task.datasets[0]}"
+        return (lambda m: {metric: E.cosine_to_reference(m, dev, ref, device)}), (lambda: cal), \
+            max(1, round(E.mean_length(cal)))
+    raise UserError(f"task kind '{kind}' is not supported here; kinds: lm, embed")
+
+
 def run_experiment(cfg: DictConfig) -> list[dict]:
     """Run one configured experiment; returns the rows it logged (rows already on disk are skipped)."""
     spec = validate(cfg)
@@ -115,7 +153,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         ctx_len = getattr(model.config, "max_position_embeddings", cfg.seqlen)
         seqlen = min(int(cfg.seqlen), int(ctx_len))
         timings = {"load_s": time.perf_counter() - t}
-        sets = {ds: eval_ids(tok, ds, cfg.paths.data_dir) for ds in cfg.task.datasets}
+        evaluate_metrics, calib_batches, seqlen = _task(cfg, model, tok, seqlen, device)
         dense = model_flops(adapter, model, seqlen)
         dense_params = count_params(model)
         base = {"model": cfg.model.name, "task": cfg.task.name, "calib": cfg.calib, "seqlen": seqlen,
@@ -124,12 +162,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         def evaluate(m) -> dict:
             t0 = time.perf_counter()
             m.to(device)
-            res = {}
-            for ds, ids in sets.items():
-                lim = cfg.eval_windows if cfg.eval_windows else MAX_WINDOWS.get(ds)
-                r = perplexity(m, ids, seqlen, lim, cfg.eval_batch_size, device, desc=f"ppl {ds}")
-                res[f"ppl_{ds}"] = r["ppl"]
-                res[f"windows_{ds}"] = r["windows"]
+            res = evaluate_metrics(m)
             m.to("cpu")
             res["eval_s"] = time.perf_counter() - t0
             return res
@@ -149,9 +182,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         if not todo:
             return rows
         t = time.perf_counter()
-        windows = calibration_windows(tok, cfg.calib_data, cfg.calib, seqlen, cfg.seed, cfg.paths.data_dir)
-        batches = [{"input_ids": w} for w in windows.split(cfg.calib_batch_size)]
-        cap = capture_inputs(model, adapter, batches, device)
+        cap = capture_inputs(model, adapter, calib_batches(), device)
         timings["capture_s"] = time.perf_counter() - t
         for name in spec["methods"]:
             budgets = [b for b in spec["budgets"] if (name, b) not in done]

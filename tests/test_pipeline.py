@@ -69,3 +69,15 @@ def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
     want = {(None, round(r["flops_ratio"], 6)): r["ppl_wikitext2"] for r in rows}
     assert sorted(logged.values()) == pytest.approx(sorted(want.values()))
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/table/*.table.json"))
+
+
+def test_embedding_task_end_to_end(tmp_path):
+    need_data("glue/STS-B/sts-dev.tsv", "glue/STS-B/sts-train.tsv")
+    cfg = compose(["model=tiny_bert", "task=stsb_embed", "debug=fast", "calib=32", f"paths.output_dir={tmp_path}",
+                   "budget=[0.5]", "baselines=[flap]"])
+    rows = run_experiment(cfg)
+    dense = [r for r in rows if r["method"] == "dense"][0]
+    assert dense["cos_stsb"] == pytest.approx(1.0, abs=1e-5)
+    assert dense["seqlen"] < 64  # FLOPs at the measured mean sentence length, not the padded length
+    for r in rows:
+        assert -1 <= r["cos_stsb"] <= 1 + 1e-6 and r["flops_ratio"] <= r["budget"] + 1e-9

