@@ -81,3 +81,13 @@ def test_embedding_task_end_to_end(tmp_path):
     assert dense["seqlen"] < 64  # FLOPs at the measured mean sentence length, not the padded length
     for r in rows:
         assert -1 <= r["cos_stsb"] <= 1 + 1e-6 and r["flops_ratio"] <= r["budget"] + 1e-9
+
+
+def test_report_regenerates_table_and_figure(tmp_path):
+    from stat_exp import report
+
+    run_experiment(_cfg(tmp_path / "run", "baselines=[random]"))
+    report.main([str(tmp_path / "res"), str(tmp_path / "run"), "--metric", "ppl_wikitext2"])
+    md = (tmp_path / "res" / "table.md").read_text()
+    assert "| flap |" in md and "| random |" in md and "| dense |" in md
+    assert (tmp_path / "res" / "curve.png").exists() and (tmp_path / "res" / "runs.csv").exists()

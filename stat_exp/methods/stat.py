@@ -10,7 +10,9 @@ Options (all ablations):
 - propagate:  dense (one pass, as the released code) | pruned (sequential, statistics on pruned inputs)
 - head_space: output (ours: columns vec(W_o,h c_h)) | context (paper: columns vec(c_h))
 - sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
-- normalize:  layer (error / the layer's branch-output energy) | residual (/ residual-stream energy) | none
+- normalize:  residual (ours: error / residual-stream energy at the layer input) | layer (/ the layer's
+              branch-output energy) | none
+- floor:      greedy allocation keeps at least ⌈floor · budget · n⌉ units of every site (0 = pure greedy)
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ CACHE_VERSION = 2  # bump when the statistics' meaning changes
 
 VARIANTS = {
     "stat": {},
-    "stat_paper": {"correction": "lstsq", "allocation": "paper", "head_space": "context", "propagate": "dense"},
+    "stat_paper": {"correction": "lstsq", "allocation": "paper", "head_space": "context", "propagate": "dense", "floor": 0.0,
+                   "normalize": "none"},
     "stat_nocorr": {"correction": "none"},
 }
 
@@ -46,7 +49,7 @@ class STAT(Method):
 
     def __init__(self, correction="lstsq_bias", selection="qr", allocation="greedy", propagate="dense",
                  head_space="output", sketch="gram", sketch_dim=None, ridge=1e-8, cache=True,
-                 normalize="layer", **options):
+                 normalize="residual", floor=0.5, **options):
         super().__init__(**options)
         choices = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
                    "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
@@ -61,7 +64,7 @@ class STAT(Method):
                 raise UserError(f"method option {key}={value!r}; choose one of {', '.join(choices[key])}")
         self.correction, self.selection, self.allocation = correction, selection, allocation
         self.propagate, self.head_space, self.sketch, self.sketch_dim = propagate, head_space, sketch, sketch_dim
-        self.ridge, self.cache, self.normalize = ridge, cache, normalize
+        self.ridge, self.cache, self.normalize, self.floor = ridge, cache, normalize, float(floor)
 
     # ------------------------------------------------------------ statistics (one dense pass)
     def _new_acc(self, kind):
@@ -165,7 +168,10 @@ class STAT(Method):
             return alloc.uniform(ctx.n_units, ctx.costs, B)
         curves = self._curves()
         if self.allocation == "greedy":
-            return [len(k) for k in alloc.by_score(self._marginal_scores(curves), ctx.costs, B)]
+            scores = self._marginal_scores(curves)
+            for sc in scores:  # never drop below floor × budget × units in any site (always feasible)
+                sc[: int(math.ceil(self.floor * budget * len(sc)))] = float("inf")
+            return [len(k) for k in alloc.by_score(scores, ctx.costs, B)]
         return self._paper_counts(curves, B)
 
     def _paper_counts(self, curves, B):
