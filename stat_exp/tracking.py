@@ -110,10 +110,13 @@ def write_curve(out: Path, rows: list[dict], metric: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for method in dict.fromkeys(r["method"] for r in rows):
+    dense = [r for r in rows if r["method"] == "dense" and r.get(metric) is not None][:1]
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
         rs = sorted((r for r in rows if r["method"] == method and r.get(metric) is not None),
-                    key=lambda r: r["flops_ratio"])
+                    key=lambda r: r["flops_ratio"]) + dense  # every curve starts at the dense model
         ax.plot([r["flops_ratio"] for r in rs], [r[metric] for r in rs], "o-", label=method)
+    if dense:
+        ax.plot([1.0], [dense[0][metric]], "k*", markersize=10, label="dense")
     ax.set_xlabel("FLOPs kept (fraction of prunable, dense = 1)")
     ax.set_ylabel(metric)
     if metric.startswith("ppl"):
