@@ -158,7 +158,7 @@ def test_budget_one_unchanged_and_respected(tiny):
 SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "none")] + \
     [dict(selection=s) for s in ("random", "magnitude")] + \
     [dict(allocation=a) for a in ("paper", "uniform")] + \
-    [dict(propagate="pruned"), dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
+    [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
     [dict(sketch=k, sketch_dim=64) for k in ("tsqr", "countsketch", "gaussian")]
 
 
@@ -198,3 +198,18 @@ def test_stat_statistics_cache(tmp_path):
         runs.append(m)
     assert len(list(tmp_path.glob("stat-*.pt"))) == 1
     assert runs[0].plan(0.5).sizes() == runs[1].plan(0.5).sizes()
+
+
+def test_dense_target_at_full_budget_is_identity():
+    model, _ = tiny_model("llama", kv_heads=2)
+    m, x = _calibrated(model, propagate="pruned", target="dense")
+    p = copy.deepcopy(model)
+    m.prune(p, 1.0)
+    torch.testing.assert_close(outputs(p, x), outputs(model, x), atol=1e-4, rtol=1e-4)
+
+
+def test_dense_target_needs_sequential():
+    from stat_exp.errors import UserError
+
+    with pytest.raises(UserError, match="target=dense needs propagate=pruned"):
+        methods.build("stat", target="dense")

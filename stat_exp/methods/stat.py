@@ -12,6 +12,8 @@ Options (all ablations):
 - sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
 - normalize:  residual (ours: error / residual-stream energy at the layer input) | layer (/ the layer's
               branch-output energy) | none
+- target:     self (fit the layer's own dropped units) | dense (propagate=pruned only: fit the dense
+              model's consumer output from the pruned path's kept units, undoing upstream error)
 - floor:      greedy allocation keeps at least ⌈floor · budget · n⌉ units of every site (0 = pure greedy)
 """
 from __future__ import annotations
@@ -49,15 +51,15 @@ class STAT(Method):
 
     def __init__(self, correction="lstsq_bias", selection="qr", allocation="greedy", propagate="dense",
                  head_space="output", sketch="gram", sketch_dim=None, ridge=1e-8, cache=True,
-                 normalize="residual", floor=0.5, **options):
+                 normalize="residual", floor=0.5, target="self", **options):
         super().__init__(**options)
         choices = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
                    "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
                    "head_space": ("output", "context"), "sketch": ("gram", "tsqr", "countsketch", "gaussian"),
-                   "normalize": ("layer", "residual", "none")}
+                   "normalize": ("layer", "residual", "none"), "target": ("self", "dense")}
         for key, value in dict(correction=correction, selection=selection, allocation=allocation,
                                propagate=propagate, head_space=head_space, sketch=sketch,
-                               normalize=normalize).items():
+                               normalize=normalize, target=target).items():
             if value not in choices[key]:
                 from ..errors import UserError
 
@@ -65,6 +67,12 @@ class STAT(Method):
         self.correction, self.selection, self.allocation = correction, selection, allocation
         self.propagate, self.head_space, self.sketch, self.sketch_dim = propagate, head_space, sketch, sketch_dim
         self.ridge, self.cache, self.normalize, self.floor = ridge, cache, normalize, float(floor)
+        self.target = target
+        if target == "dense" and propagate != "pruned":
+            from ..errors import UserError
+
+            raise UserError("method option target=dense needs propagate=pruned (with one dense pass the "
+                            "activations are the dense ones already)")
 
     # ------------------------------------------------------------ statistics (one dense pass)
     def _new_acc(self, kind):
@@ -261,9 +269,85 @@ class STAT(Method):
             return True
 
         cap = dataclasses.replace(self.cap0, hidden=list(self.cap0.hidden))
-        walk(model, ctx.adapter, cap, ctx.device, self._new_acc, on_layer, desc="stat: prune (sequential)")
+        if self.target == "dense":
+            self._walk_dense_target(model, cap, counts, index, new_ctx, layers)
+        else:
+            walk(model, ctx.adapter, cap, ctx.device, self._new_acc, on_layer, desc="stat: prune (sequential)")
         finalize(model, ctx.adapter)
         return PrunePlan(layers, meta={"method": self.name, "budget": budget, "counts": counts})
+
+    @torch.no_grad()
+    def _walk_dense_target(self, model, cap, counts, index, new_ctx, layers):
+        """Two streams through each layer: dense inputs → dense activations Z_d (the target), pruned
+        inputs → Z'. Per batch, accumulate G' = Z'ᵀZ' and C = Z'ᵀZ_d; select on G', fold
+        W_new = W · C[I]ᵀ (G'_II)⁻¹ (+ intercept: bias += W μ_d − W_new μ'_I)."""
+        from tqdm.auto import tqdm
+
+        from ..capture import _run_layer
+
+        ctx, dev = self.ctx, self.ctx.device
+        dense = dataclasses.replace(cap, hidden=list(cap.hidden))
+        for li, layer in enumerate(tqdm(ctx.adapter.layers(model), desc="stat: prune (dense target)", leave=False)):
+            home = next(layer.parameters()).device
+            layer.to(dev)
+            sites = ctx.adapter.sites(layer)
+            acc = {k: {"G": 0, "C": 0, "s1": 0, "sd": 0, "n": 0} for k in sites}
+            grab: dict = {}
+            hooks = [s.consumer_linear.register_forward_pre_hook(
+                lambda mod, a, k=k: grab.__setitem__(k, a[0].reshape(-1, a[0].shape[-1]).double()))
+                for k, s in sites.items()]
+            d_out, p_out = [], []
+            try:
+                for b in range(len(cap.hidden)):
+                    d_out.append(_run_layer(layer, dense, b, dev))
+                    zd = dict(grab)
+                    p_out.append(_run_layer(layer, cap, b, dev))
+                    mask = cap.token_mask[b] if cap.token_mask else None
+                    for k in sites:
+                        zp, zt = grab[k], zd[k]
+                        if mask is not None:
+                            keep = mask.reshape(-1).to(zp.device)
+                            zp, zt = zp[keep], zt[keep]
+                        a = acc[k]
+                        a["G"] = a["G"] + zp.T @ zp
+                        a["C"] = a["C"] + zp.T @ zt
+                        a["s1"], a["sd"], a["n"] = a["s1"] + zp.sum(0), a["sd"] + zt.sum(0), a["n"] + zp.shape[0]
+            finally:
+                for h in hooks:
+                    h.remove()
+            lp = {}
+            for k, site in sites.items():
+                i, a = index[(li, k)], acc[k]
+                st = {"G": a["G"], "s1": a["s1"], "n": a["n"]}
+                keep = self._select(i, self._factor_with(new_ctx, i, st)["perm"], counts[i])
+                lp[k] = self._fold_to_dense(site, a, keep)
+            for k, sp in lp.items():
+                apply_site(sites[k], sp)
+            ctx.adapter.after_resize(layer)
+            layers.append(lp)
+            dense.hidden = [o.to(dense.hidden[0].device) for o in d_out]
+            cap.hidden = [_run_layer(layer, cap, b, dev).to(cap.hidden[0].device) for b in range(len(cap.hidden))]
+            layer.to(home)
+            del p_out
+
+    def _fold_to_dense(self, site, a, keep: list[int]) -> SitePlan:
+        if self.correction == "none":
+            return SitePlan(keep=keep)
+        G, C, n = a["G"], a["C"], max(a["n"], 1)
+        I = unit_index(keep, site.cols_per_unit, G.device)
+        W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n) dense consumer
+        mu_p, mu_d = a["s1"] / n, a["sd"] / n
+        if self.correction == "lstsq_bias":
+            G = G - n * torch.outer(mu_p, mu_p)
+            C = C - n * torch.outer(mu_p, mu_d)
+        Gii = G[I][:, I]
+        lam = self.ridge * float(torch.diagonal(Gii).mean().clamp_min(1e-300)) if len(keep) else 0.0
+        X = torch.linalg.lstsq(Gii + lam * torch.eye(len(I), dtype=G.dtype, device=G.device), C[I]).solution
+        Wn = W @ X.T  # (d, k·c): maps kept pruned-path activations onto the dense output
+        sp = SitePlan(keep=keep, weight=Wn.float().cpu())
+        if self.correction == "lstsq_bias":
+            sp.bias_delta = (W @ mu_d - Wn @ mu_p[I]).float().cpu()
+        return sp
 
     def _factor_with(self, ctx, i, st):
         old, self.ctx = self.ctx, ctx
