@@ -158,7 +158,8 @@ def test_budget_one_unchanged_and_respected(tiny):
 SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "none")] + \
     [dict(selection=s) for s in ("random", "magnitude")] + \
     [dict(allocation=a) for a in ("paper", "uniform")] + \
-    [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
+    [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(order="ffn_first"),
+     dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
     [dict(sketch=k, sketch_dim=64) for k in ("tsqr", "countsketch", "gaussian")]
 
 

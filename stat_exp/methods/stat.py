@@ -14,6 +14,8 @@ Options (all ablations):
               branch-output energy) | none
 - target:     self (fit the layer's own dropped units) | dense (propagate=pruned only: fit the dense
               model's consumer output from the pruned path's kept units, undoing upstream error)
+- order:      joint (all sites from the dense pass) | ffn_first (released code: prune every FFN, recompute
+              the head statistics on the FFN-pruned model, then prune heads; propagate=dense only)
 - floor:      greedy allocation keeps at least ⌈floor · budget · n⌉ units of every site (0 = pure greedy)
 """
 from __future__ import annotations
@@ -40,8 +42,8 @@ CACHE_VERSION = 2  # bump when the statistics' meaning changes
 
 VARIANTS = {
     "stat": {},
-    "stat_paper": {"correction": "lstsq", "allocation": "paper", "head_space": "context", "propagate": "dense", "floor": 0.0,
-                   "normalize": "none"},
+    "stat_paper": {"correction": "lstsq", "allocation": "paper", "head_space": "context", "propagate": "dense",
+                   "order": "ffn_first", "floor": 0.0, "normalize": "none"},
     "stat_nocorr": {"correction": "none"},
 }
 
@@ -51,15 +53,16 @@ class STAT(Method):
 
     def __init__(self, correction="lstsq_bias", selection="qr", allocation="greedy", propagate="dense",
                  head_space="output", sketch="gram", sketch_dim=None, ridge=1e-8, cache=True,
-                 normalize="residual", floor=0.5, target="self", **options):
+                 normalize="residual", floor=0.5, target="self", order="joint", **options):
         super().__init__(**options)
         choices = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
                    "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
                    "head_space": ("output", "context"), "sketch": ("gram", "tsqr", "countsketch", "gaussian"),
-                   "normalize": ("layer", "residual", "none"), "target": ("self", "dense")}
+                   "normalize": ("layer", "residual", "none"), "target": ("self", "dense"),
+                   "order": ("joint", "ffn_first")}
         for key, value in dict(correction=correction, selection=selection, allocation=allocation,
                                propagate=propagate, head_space=head_space, sketch=sketch,
-                               normalize=normalize, target=target).items():
+                               normalize=normalize, target=target, order=order).items():
             if value not in choices[key]:
                 from ..errors import UserError
 
@@ -67,7 +70,7 @@ class STAT(Method):
         self.correction, self.selection, self.allocation = correction, selection, allocation
         self.propagate, self.head_space, self.sketch, self.sketch_dim = propagate, head_space, sketch, sketch_dim
         self.ridge, self.cache, self.normalize, self.floor = ridge, cache, normalize, float(floor)
-        self.target = target
+        self.target, self.order = target, order
         if target == "dense" and propagate != "pruned":
             from ..errors import UserError
 
@@ -243,7 +246,12 @@ class STAT(Method):
 
     def prune(self, model, budget: float) -> PrunePlan:
         t = time.perf_counter()
-        plan = super().prune(model, budget) if self.propagate == "dense" else self._prune_sequential(model, budget)
+        if self.propagate == "pruned":
+            plan = self._prune_sequential(model, budget)
+        elif self.order == "ffn_first":
+            plan = self._prune_ffn_first(model, budget)
+        else:
+            plan = super().prune(model, budget)
         self.timings["fold_s"] = _elapsed(t, self.ctx.device) - self.timings.get("allocation_s", 0.0)
         return plan
 
@@ -275,6 +283,30 @@ class STAT(Method):
             walk(model, ctx.adapter, cap, ctx.device, self._new_acc, on_layer, desc="stat: prune (sequential)")
         finalize(model, ctx.adapter)
         return PrunePlan(layers, meta={"method": self.name, "budget": budget, "counts": counts})
+
+    def _prune_ffn_first(self, model, budget):
+        """Released order: FFNs from the dense statistics, then heads from statistics recomputed on
+        the FFN-pruned model (sizes from the dense allocation)."""
+        ctx, plan = self.ctx, self.plan(budget)
+        layers = ctx.adapter.layers(model)
+        for li, layer in enumerate(layers):
+            apply_site(ctx.adapter.sites(layer)["ffn"], plan.layers[li]["ffn"])
+            ctx.adapter.after_resize(layer)
+        cap = dataclasses.replace(self.cap0, hidden=list(self.cap0.hidden))
+        stats = walk(model, ctx.adapter, cap, ctx.device, self._new_acc, desc="stat: head statistics")
+        new_ctx = dataclasses.replace(ctx, model=model, site_keys=[], costs=[], n_units=[], dense_flops=0)
+        for i, (li, kind) in enumerate(ctx.site_keys):
+            if kind != "attn":
+                continue
+            a = stats[li]["attn"]
+            st = {"G": a.gram(), "s1": a.s1, "n": a.n}
+            keep = self._select(i, self._factor_with(new_ctx, i, st)["perm"], plan.meta["counts"][i])
+            site = ctx.adapter.sites(layers[li])["attn"]
+            plan.layers[li]["attn"] = self._fold(site, st, keep)
+            apply_site(site, plan.layers[li]["attn"])
+            ctx.adapter.after_resize(layers[li])
+        finalize(model, ctx.adapter)
+        return plan
 
     @torch.no_grad()
     def _walk_dense_target(self, model, cap, counts, index, new_ctx, layers):
