@@ -53,9 +53,9 @@ def test_bad_input_one_line(args, needle, tmp_path):
 def test_multirun_literal_command(tmp_path):
     """`python run.py -m calib=...` launches one job per value (tiny model, minimal work)."""
     r = _run("-m", "model=tiny_llama", "debug=fast", "calib=2,3", "budget=0.5", f"hydra.sweep.dir={tmp_path}",
-             timeout=600)
+             f"paths.cache_dir={tmp_path}/cache", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    jobs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and p.name != "cache")
     assert jobs == ["0_budget=0.5,calib=2,debug=fast,model=tiny_llama", "1_budget=0.5,calib=3,debug=fast,model=tiny_llama"]
     for j in jobs:
         assert (tmp_path / j / "results.jsonl").exists() and (tmp_path / j / "curve.png").exists()

@@ -13,7 +13,7 @@ from stat_exp.tracking import read_rows
 def _cfg(tmp_path, *extra):
     need_data("wikitext2/wiki.test.raw", "c4/c4-train.00000-of-01024.first1041.jsonl")
     return compose(["model=tiny_llama_gqa", "debug=fast", f"paths.output_dir={tmp_path}", "budget=[0.8,0.5]",
-                    "baselines=[wanda_sp,magnitude,random]", *extra])
+                    f"paths.cache_dir={tmp_path}/cache", "baselines=[wanda_sp,magnitude,random]", *extra])
 
 
 def test_end_to_end_writes_curve(tmp_path):
@@ -32,10 +32,10 @@ def test_rerun_skips_finished_rows_and_tolerates_torn_line(tmp_path):
     cfg = _cfg(tmp_path)
     first = run_experiment(cfg)
     with open(tmp_path / "results.jsonl", "a") as f:
-        f.write('{"method": "flap", "bud')  # a run killed mid-write
+        f.write('{"method": "stat", "bud')  # a run killed mid-write
     assert run_experiment(cfg) == []
     more = run_experiment(_cfg(tmp_path, "budget=[0.8,0.5,0.3]"))
-    assert {(r["method"], r["budget"]) for r in more} == {(m, 0.3) for m in ("flap", "wanda_sp", "magnitude", "random")}
+    assert {(r["method"], r["budget"]) for r in more} == {(m, 0.3) for m in ("stat", "wanda_sp", "magnitude", "random")}
     assert len(read_rows(tmp_path / "results.jsonl")) == len(first) + 4
 
 
@@ -48,10 +48,10 @@ def test_same_seed_same_results(tmp_path):
 
 def test_save_model_reloads(tmp_path):
     run_experiment(_cfg(tmp_path, "save_model=true", "baselines=[]", "budget=0.5"))
-    d = tmp_path / "pruned_flap_0.5"
+    d = tmp_path / "pruned_stat_0.5"
     m = transformers.AutoModelForCausalLM.from_pretrained(d)
     assert type(m).__name__ == "StatLlamaForCausalLM"
-    assert json.loads((d / "plan.json").read_text())["meta"]["method"] == "flap"
+    assert json.loads((d / "plan.json").read_text())["meta"]["method"] == "stat"
     assert torch.isfinite(m(input_ids=torch.tensor([[5, 6, 7]])).logits).all()
 
 
@@ -74,7 +74,7 @@ def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
 def test_embedding_task_end_to_end(tmp_path):
     need_data("glue/STS-B/sts-dev.tsv", "glue/STS-B/sts-train.tsv")
     cfg = compose(["model=tiny_bert", "task=stsb_embed", "debug=fast", "calib=32", f"paths.output_dir={tmp_path}",
-                   "budget=[0.5]", "baselines=[flap]"])
+                   f"paths.cache_dir={tmp_path}/cache", "budget=[0.5]", "baselines=[flap]"])
     rows = run_experiment(cfg)
     dense = [r for r in rows if r["method"] == "dense"][0]
     assert dense["cos_stsb"] == pytest.approx(1.0, abs=1e-5)
@@ -89,5 +89,5 @@ def test_report_regenerates_table_and_figure(tmp_path):
     run_experiment(_cfg(tmp_path / "run", "baselines=[random]"))
     report.main([str(tmp_path / "res"), str(tmp_path / "run"), "--metric", "ppl_wikitext2"])
     md = (tmp_path / "res" / "table.md").read_text()
-    assert "| flap |" in md and "| random |" in md and "| dense |" in md
+    assert "| stat |" in md and "| random |" in md and "| dense |" in md
     assert (tmp_path / "res" / "curve.png").exists() and (tmp_path / "res" / "runs.csv").exists()
