@@ -87,6 +87,11 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
                 raise UserError("loading a GGUF file needs the gguf extra: pip install -e '.[gguf]'") from None
             tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
             model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dt, **kw)
+            # GGUF tensors are dequantized to `dt` on load: the model is a plain one, so let it save
+            model.hf_quantizer = None
+            model.is_quantized = False
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
         else:
             tok = transformers.AutoTokenizer.from_pretrained(str(path))
             model = auto.from_pretrained(str(path), dtype=dt, **kw)
