@@ -57,6 +57,8 @@ def _budgets(cfg) -> list[float]:
 
 def validate(cfg) -> dict:
     budgets = _budgets(cfg)
+    if cfg.get("budget_kind", "flops") not in ("flops", "params"):
+        raise UserError(f"budget_kind={cfg.budget_kind!r}; choose flops or params")
     if not isinstance(cfg.calib, int) or cfg.calib < 1:
         raise UserError(f"calib={cfg.calib!r} must be a positive number of calibration sequences, e.g. calib=128")
     names = [cfg.method.name, *(cfg.get("baselines") or [])]
@@ -195,7 +197,9 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                 opts.setdefault("sketch", cfg.sketch.kind)
                 opts.setdefault("sketch_dim", cfg.sketch.dim)
             method = method_registry.build(name, **opts)
-            ctx = method_registry.Context(model, adapter, seqlen, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
+            # budget_kind=params: a unit's cost at sequence length 0 is 2 × its parameters (no attention scores)
+            cost_len = 0 if cfg.get("budget_kind", "flops") == "params" else seqlen
+            ctx = method_registry.Context(model, adapter, cost_len, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                                           cache_key={"model": str(cfg.model.id), "tiny": str(cfg.model.get("tiny")),
                                                      "data": cfg.calib_data, "calib": cfg.calib, "seqlen": seqlen,
                                                      "seed": cfg.seed, "dtype": cfg.model.get("dtype")})

@@ -91,3 +91,19 @@ def test_report_regenerates_table_and_figure(tmp_path):
     md = (tmp_path / "res" / "table.md").read_text()
     assert "| stat |" in md and "| random |" in md and "| dense |" in md
     assert (tmp_path / "res" / "curve.png").exists() and (tmp_path / "res" / "runs.csv").exists()
+
+
+def test_parameter_budget(tmp_path):
+    rows = run_experiment(_cfg(tmp_path, "budget_kind=params", "baselines=[flap]", "budget=[0.6]"))
+    from stat_exp.models import tiny_model
+    from stat_exp.adapters import get_adapter
+
+    model, _ = tiny_model("llama", kv_heads=2, layers=2, hidden=64, heads=4, ffn=96)
+    layers = get_adapter(model).layers(model)
+    dense_layer_params = sum(p.numel() for p in layers.parameters() if p.dim() == 2)
+    others = sum(p.numel() for p in model.parameters()) - dense_layer_params
+    added_biases = 2 * len(layers) * 64  # the fold may give each consumer a bias (not in the budget, like FLOPs)
+    for r in rows:
+        if r["method"] != "dense":
+            assert (r["params"] - others - added_biases) / dense_layer_params <= 0.6 + 1e-6
+            assert r["params"] < 0.8 * (dense_layer_params + others)
