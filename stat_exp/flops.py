@@ -45,8 +45,6 @@ def model_flops(adapter: Adapter, model: nn.Module, seqlen: int) -> dict[str, in
     prunable = sum(layer_flops(adapter, layer, seqlen) for layer in layers)
     inside = {id(m) for m in layers.modules()}
     other = sum(_lin(m) for m in model.modules() if isinstance(m, nn.Linear) and id(m) not in inside)
-    if getattr(model, "lm_head", None) is None:
-        other -= 0
     return {"prunable": prunable, "total": prunable + other}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -218,7 +219,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                     d = out / f"pruned_{name}_{b:g}"
                     pruned.save_pretrained(d)
                     tok.save_pretrained(d)
-                    (d / "plan.json").write_text(__import__("json").dumps(plan.to_json()))
+                    (d / "plan.json").write_text(json.dumps(plan.to_json()))
                     log.info("saved %s (reload: AutoModelForCausalLM.from_pretrained after `import stat_exp`)", d)
                 del pruned, r
         return rows
