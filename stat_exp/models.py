@@ -69,7 +69,8 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
     mid, head = str(model_cfg.id), model_cfg.get("head", "causal_lm")
     dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
     if mid.startswith("tiny://"):
-        return tiny_model(mid[len("tiny://"):], head, **dict(model_cfg.get("tiny") or {}))
+        return tiny_model(mid[len("tiny://"):], head, **dict(model_cfg.get("tiny") or {}),
+                          **dict(model_cfg.get("kwargs") or {}))
     auto = getattr(transformers, HEADS[head])
     kw = dict(model_cfg.get("kwargs") or {})
     if mid.startswith("pkg://"):
@@ -149,13 +150,15 @@ def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 
     raise UserError(f"unknown tiny family '{family}'; choose llama, qwen2, opt, bert or distilbert")
 
 
-def tiny_model(family: str, head: str = "causal_lm", seed: int = 0, **kw):
+def tiny_model(family: str, head: str = "causal_lm", seed: int = 0, num_labels: int = 2,
+               problem_type: str | None = None, **kw):
     """A tiny randomly initialised HF model of ``family`` and a byte tokenizer (no download)."""
     import transformers
 
     cfg = tiny_config(family, **kw)
     if head == "seq_cls":
-        cfg.num_labels = kw.get("num_labels", 2)
+        cfg.num_labels = num_labels
+        cfg.problem_type = problem_type
     torch.manual_seed(seed)
     model = getattr(transformers, HEADS[head]).from_config(cfg)
     return model.eval(), byte_tokenizer()

@@ -130,7 +130,72 @@ def _task(cfg, model, tok, seqlen: int, device):
         metric = f"{cfg.task.metric}_{cfg.task.datasets[0]}"
         return (lambda m: {metric: E.cosine_to_reference(m, dev, ref, device)}), (lambda: cal), \
             max(1, round(E.mean_length(cal)))
-    raise UserError(f"task kind '{kind}' is not supported here; kinds: lm, embed")
+    if kind == "glue":
+        from .evaluation import glue as G
+
+        task = cfg.task.glue_task
+        n = int(cfg.task.max_len)
+        parts = {}
+        for suffix, part in G.eval_parts(task).items():
+            ex, split = G.load_split(task, "eval", cfg.paths.data_dir, part)
+            bs, order = G.batches(tok, ex, int(cfg.task.eval_batch_size), n)
+            parts[suffix] = (bs, order, [e[1] for e in ex])
+        train, _ = G.load_split(task, "train", cfg.paths.data_dir)
+        if cfg.calib > len(train):
+            raise UserError(f"calib={cfg.calib} asks for {cfg.calib} examples but the {task} train split holds "
+                            f"{len(train)}; lower calib")
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.calib].tolist()
+        cal, _ = G.batches(tok, [train[i] for i in pick], cfg.calib_batch_size, n, sort=False)
+
+        def evaluate(m):
+            res = {}
+            for suffix, (bs, order, labels) in parts.items():
+                res.update({f"{k}_{task}{suffix}": v for k, v in G.evaluate(m, task, bs, order, labels, device).items()})
+            res["eval_split"] = split
+            return res
+
+        seq = G.mean_length(next(iter(parts.values()))[0])
+        return evaluate, (lambda: cal), max(1, round(seq))
+    if kind == "squad":
+        from .evaluation import squad as Q
+
+        allex = Q.load_examples(cfg.task.version, cfg.paths.data_dir)
+        ex = allex if cfg.task.get("eval_all") else Q.split(allex, "eval")
+        ex = ex[: cfg.task.eval_limit] if cfg.task.get("eval_limit") else ex
+        feats = Q.features(tok, ex, int(cfg.task.max_len), int(cfg.task.stride))
+        bs, order = Q.batches(tok, feats, int(cfg.task.eval_batch_size))
+        train = Q.split(allex, "train")
+        if cfg.calib > len(train):
+            raise UserError(f"calib={cfg.calib} asks for {cfg.calib} questions but the SQuAD training part holds "
+                            f"{len(train)}; lower calib")
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.calib].tolist()
+        cf = Q.features(tok, [train[i] for i in pick], int(cfg.task.max_len), int(cfg.task.stride))
+        items = [cf["inputs"][cf["example"].index(j)] for j in range(len(pick))]  # first window per question
+        cal = [Q.collate(items[i:i + cfg.calib_batch_size], tok.pad_token_id)
+               for i in range(0, len(items), cfg.calib_batch_size)]
+        name = cfg.task.datasets[0]
+
+        def evaluate(m):
+            r = Q.evaluate(m, tok, ex, feats, bs, order, device, cfg.task.version, int(cfg.task.n_best),
+                           int(cfg.task.max_answer_len), float(cfg.task.null_threshold), progress=True)
+            return {f"{k}_{name}": v for k, v in r.items()} | {"eval_split": "dev" if cfg.task.get("eval_all")
+                                                             else "dev-heldout", "eval_questions": len(ex)}
+
+        seq = sum(len(i["input_ids"]) for i in feats["inputs"]) / max(1, len(feats["inputs"]))
+        return evaluate, (lambda: cal), max(1, round(seq))
+    raise UserError(f"task kind '{kind}' is not supported here; kinds: lm, embed, glue, squad")
+
+
+def task_model(cfg, device):
+    """The model config to prune: for GLUE/SQuAD a task checkpoint. A model whose ``head`` already is the
+    task's head (a user's fine-tuned checkpoint) is used as is; otherwise the base model is fine-tuned with
+    the task's recipe (cached under paths.checkpoint_dir)."""
+    if cfg.task.kind not in ("glue", "squad") or cfg.model.get("head") == cfg.task.head:
+        return cfg.model
+    from .finetune import finetune
+
+    path = finetune(cfg.model, cfg.task, cfg.paths.data_dir, cfg.paths.checkpoint_dir, cfg.seed, device)
+    return OmegaConf.create({**OmegaConf.to_container(cfg.model, resolve=True), "id": str(path), "head": cfg.task.head})
 
 
 def run_experiment(cfg: DictConfig) -> list[dict]:
@@ -151,7 +216,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     rows: list[dict] = []
     try:
         t = time.perf_counter()
-        model, tok = load(cfg.model)
+        model_cfg = task_model(cfg, device)
+        model, tok = load(model_cfg)
         adapter = get_adapter(model)
         ctx_len = getattr(model.config, "max_position_embeddings", cfg.seqlen)
         seqlen = min(int(cfg.seqlen), int(ctx_len))
@@ -160,7 +226,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         dense = model_flops(adapter, model, seqlen)
         dense_params = count_params(model)
         base = {"model": cfg.model.name, "task": cfg.task.name, "calib": cfg.calib, "seqlen": seqlen,
-                "seed": cfg.seed, "calib_data": cfg.calib_data}
+                "seed": cfg.seed, "calib_data": cfg.task.name if cfg.task.kind in ("glue", "squad", "embed")
+                else cfg.calib_data}
 
         def evaluate(m) -> dict:
             t0 = time.perf_counter()
@@ -201,8 +268,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             # budget_kind=params: a unit's cost at sequence length 0 is 2 × its parameters (no attention scores)
             cost_len = 0 if cfg.get("budget_kind", "flops") == "params" else seqlen
             ctx = method_registry.Context(model, adapter, cost_len, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
-                                          cache_key={"model": str(cfg.model.id), "tiny": str(cfg.model.get("tiny")),
-                                                     "data": cfg.calib_data, "calib": cfg.calib, "seqlen": seqlen,
+                                          cache_key={"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")),
+                                                     "data": base["calib_data"], "calib": cfg.calib, "seqlen": seqlen,
                                                      "seed": cfg.seed, "dtype": cfg.model.get("dtype")})
             t = time.perf_counter()
             method.calibrate(ctx, dataclasses.replace(cap, hidden=list(cap.hidden)))

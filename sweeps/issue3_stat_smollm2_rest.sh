@@ -10,6 +10,6 @@ python run.py method=stat baselines=[stat_nocorr,flap] calib=32 eval_windows=10 
 for m in ppl_wikitext2 ppl_ptb ppl_c4; do
   python -m stat_exp.report results/issue3_stat_smollm2_lm_all_$m outputs/issue3_lm_all --metric $m; done
 # (3) calibration size (Hydra multirun), STAT at 0.7
-python run.py -m method=stat calib=8,16,32 budget=0.7 eval_windows=10 dense=false logger=none \
+python run.py -m method=stat calib=16,32,64,128 budget=0.7 eval_windows=10 dense=false logger=none \
   hydra.sweep.dir=outputs/issue3_calib
 python -m stat_exp.report results/issue3_stat_smollm2_calib outputs/issue3_calib --metric ppl_wikitext2 --by calib

@@ -1,0 +1,154 @@
+"""Fine-tuning recipe: a base encoder -> a task checkpoint (GLUE sequence classification, STS-B regression,
+SQuAD extractive QA). Seeded; AdamW with linear warm-up/decay; length-bucketed dynamic padding; a progress bar;
+a checkpoint after every epoch (a killed run resumes from it); the finished checkpoint is cached under
+``<root>/<model>-<task>-seed<k>-<recipe hash>/`` and reused by every pruning run with the same recipe.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import load
+
+log = logging.getLogger(__name__)
+DONE = "finetune.json"
+
+
+def checkpoint_dir(root: str, model_name: str, task_name: str, seed: int, recipe: dict) -> Path:
+    h = hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:8]
+    return Path(root).expanduser() / f"{model_name}-{task_name}-seed{seed}-{h}"
+
+
+def is_done(path: Path) -> bool:
+    return (path / DONE).exists() and (path / "config.json").exists()
+
+
+def train_items(task_cfg, tokenizer, data_dir: str, recipe: dict) -> tuple[list[dict], str]:
+    """Tokenized training items (dicts of lists + label fields) and the split's label."""
+    if task_cfg.kind == "glue":
+        from .evaluation import glue
+
+        ex, split = glue.load_split(task_cfg.glue_task, "train", data_dir)
+        if recipe.get("train_limit"):
+            ex = random.Random(0).sample(ex, min(len(ex), int(recipe["train_limit"])))
+        return glue.encode(tokenizer, ex, recipe["max_len"]), split
+    from .evaluation import squad
+
+    ex = squad.split(squad.load_examples(task_cfg.version, data_dir), "train")
+    if recipe.get("train_limit"):
+        ex = random.Random(0).sample(ex, min(len(ex), int(recipe["train_limit"])))
+    f = squad.features(tokenizer, ex, recipe["max_len"], recipe.get("stride", 128), train=True)
+    return [{**inp, "start_positions": s, "end_positions": e}
+            for inp, s, e in zip(f["inputs"], f["start"], f["end"])], "dev-first-articles"
+
+
+def _collate(items: list[dict], pad_id: int) -> dict:
+    n = max(len(it["input_ids"]) for it in items)
+    out = {}
+    for k in items[0]:
+        v = [it[k] for it in items]
+        if isinstance(v[0], list):
+            fill = pad_id if k == "input_ids" else 0
+            out[k] = torch.tensor([x + [fill] * (n - len(x)) for x in v])
+        else:
+            out[k] = torch.tensor(v, dtype=torch.float if isinstance(v[0], float) else torch.long)
+    return out
+
+
+def _epoch_batches(items: list[dict], batch_size: int, rng: random.Random, pad_id: int) -> list[dict]:
+    """Shuffle, then sort within chunks of 50 batches by length (little padding, still random)."""
+    idx = list(range(len(items)))
+    rng.shuffle(idx)
+    chunk = batch_size * 50
+    out = []
+    for c in range(0, len(idx), chunk):
+        part = sorted(idx[c:c + chunk], key=lambda i: len(items[i]["input_ids"]))
+        out += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(out)
+    return [_collate([items[i] for i in b], pad_id) for b in out]
+
+
+def finetune(model_cfg, task_cfg, data_dir: str, root: str, seed: int = 0, device: str = "cpu") -> Path:
+    """Fine-tune ``model_cfg`` on ``task_cfg`` with ``task_cfg.finetune`` (the recipe); return the checkpoint
+    directory (reused when it is already there)."""
+    from omegaconf import OmegaConf
+    from transformers import get_linear_schedule_with_warmup
+
+    recipe = OmegaConf.to_container(task_cfg.finetune, resolve=True)
+    recipe["base"] = str(model_cfg.id)
+    path = checkpoint_dir(root, model_cfg.name, task_cfg.name, seed, recipe)
+    if is_done(path):
+        log.info("fine-tuned checkpoint found: %s", path)
+        return path
+    random.seed(seed)
+    torch.manual_seed(seed)
+    head = task_cfg.head
+    kw = {}
+    if head == "seq_cls":
+        kw = {"num_labels": int(task_cfg.num_labels)}
+        if task_cfg.num_labels == 1:
+            kw["problem_type"] = "regression"
+    last = path / "last"
+    state = json.loads((last / "state.json").read_text()) if (last / "state.json").exists() else None
+    src = {**OmegaConf.to_container(model_cfg, resolve=True), "head": head, "kwargs": kw, "dtype": "float32"}
+    if state:
+        src["id"] = str(last)
+        log.info("resuming fine-tuning from %s (epoch %d done)", last, state["epoch"])
+    model, tok = load(OmegaConf.create(src))
+    items, split = train_items(task_cfg, tok, data_dir, recipe)
+    bs, epochs = int(recipe["batch_size"]), int(recipe["epochs"])
+    steps = epochs * math.ceil(len(items) / bs)
+    model.to(device).train()
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and "LayerNorm" not in n]
+    rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.get("weight_decay", 0.01)},
+                             {"params": rest, "weight_decay": 0.0}], lr=float(recipe["lr"]))
+    sched = get_linear_schedule_with_warmup(opt, int(recipe.get("warmup", 0.1) * steps), steps)
+    start, losses = 0, []
+    if state:
+        start, losses = state["epoch"], list(state["epoch_loss"])
+        opt_state = torch.load(last / "optimizer.pt", weights_only=True)
+        opt.load_state_dict(opt_state["opt"])
+        sched.load_state_dict(opt_state["sched"])
+        torch.set_rng_state(opt_state["rng"])  # dropout continues as if never stopped
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, initial=start * math.ceil(len(items) / bs), desc=f"finetune {task_cfg.name}",
+               mininterval=5)
+    for epoch in range(start, epochs):
+        ep_rng = random.Random(seed * 1000 + epoch)  # per-epoch order: a resumed run sees the same batches
+        loss_sum = 0.0
+        batches = _epoch_batches(items, bs, ep_rng, tok.pad_token_id)
+        for i, b in enumerate(batches):
+            loss = model(**{k: v.to(device) for k, v in b.items()}).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss_sum += float(loss.detach())
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum / (i + 1):.4f}", refresh=False)
+        model.eval().save_pretrained(last)
+        model.train()
+        tok.save_pretrained(last)
+        torch.save({"opt": opt.state_dict(), "sched": sched.state_dict(), "rng": torch.get_rng_state()},
+                   last / "optimizer.pt")
+        losses.append(loss_sum / max(1, len(batches)))
+        (last / "state.json").write_text(json.dumps({"epoch": epoch + 1, "epoch_loss": losses}))
+    bar.close()
+    model.eval().cpu().save_pretrained(path)
+    tok.save_pretrained(path)
+    (path / DONE).write_text(json.dumps({"recipe": recipe, "train_split": split, "train_items": len(items),
+                                         "seed": seed, "epoch_loss": losses,
+                                         "train_s": time.perf_counter() - t0}, indent=1))
+    log.info("fine-tuned %s on %s (%d items, %s) in %.0f s -> %s", model_cfg.name, task_cfg.name, len(items),
+             split, time.perf_counter() - t0, path)
+    return path
