@@ -113,7 +113,10 @@ def _task(cfg, model, tok, seqlen: int, device):
             w = calibration_windows(tok, cfg.calib_data, cfg.calib, seqlen, cfg.seed, cfg.paths.data_dir)
             return [{"input_ids": x} for x in w.split(cfg.calib_batch_size)]
 
-        return evaluate, calib, seqlen
+        def labelled():  # next-token loss on the calibration windows
+            return [{**b, "labels": b["input_ids"]} for b in calib()]
+
+        return evaluate, calib, seqlen, labelled
     if kind == "embed":
         from .evaluation import embedding as E
 
@@ -129,7 +132,7 @@ def _task(cfg, model, tok, seqlen: int, device):
         model.to("cpu")
         metric = f"{cfg.task.metric}_{cfg.task.datasets[0]}"
         return (lambda m: {metric: E.cosine_to_reference(m, dev, ref, device)}), (lambda: cal), \
-            max(1, round(E.mean_length(cal)))
+            max(1, round(E.mean_length(cal))), None
     if kind == "glue":
         from .evaluation import glue as G
 
@@ -145,7 +148,8 @@ def _task(cfg, model, tok, seqlen: int, device):
             raise UserError(f"calib={cfg.calib} asks for {cfg.calib} examples but the {task} train split holds "
                             f"{len(train)}; lower calib")
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.seed))[: cfg.calib].tolist()
-        cal, _ = G.batches(tok, [train[i] for i in pick], cfg.calib_batch_size, n, sort=False)
+        picked = [train[i] for i in pick]
+        cal, _ = G.batches(tok, picked, cfg.calib_batch_size, n, sort=False, labels=False)
 
         def evaluate(m):
             res = {}
@@ -155,7 +159,8 @@ def _task(cfg, model, tok, seqlen: int, device):
             return res
 
         seq = G.mean_length(next(iter(parts.values()))[0])
-        return evaluate, (lambda: cal), max(1, round(seq))
+        # labelled mini-batches of 32 (Kwon et al.'s GLUE setting) for gradient-based methods
+        return evaluate, (lambda: cal), max(1, round(seq)), lambda: G.batches(tok, picked, 32, n, sort=False)[0]
     if kind == "squad":
         from .evaluation import squad as Q
 
@@ -181,8 +186,15 @@ def _task(cfg, model, tok, seqlen: int, device):
             return {f"{k}_{name}": v for k, v in r.items()} | {"eval_split": "dev" if cfg.task.get("eval_all")
                                                              else "dev-heldout", "eval_questions": len(ex)}
 
+        def labelled():  # first window of each calibration question with its answer span; batches of 12 (Kwon)
+            tf = Q.features(tok, [train[i] for i in pick], int(cfg.task.max_len), int(cfg.task.stride), train=True)
+            first = [tf["example"].index(j) for j in range(len(pick))]
+            its = [{**tf["inputs"][f], "start_positions": tf["start"][f], "end_positions": tf["end"][f]} for f in first]
+            from .finetune import _collate
+            return [_collate(its[i:i + 12], tok.pad_token_id) for i in range(0, len(its), 12)]
+
         seq = sum(len(i["input_ids"]) for i in feats["inputs"]) / max(1, len(feats["inputs"]))
-        return evaluate, (lambda: cal), max(1, round(seq))
+        return evaluate, (lambda: cal), max(1, round(seq)), labelled
     raise UserError(f"task kind '{kind}' is not supported here; kinds: lm, embed, glue, squad")
 
 
@@ -222,7 +234,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         ctx_len = getattr(model.config, "max_position_embeddings", cfg.seqlen)
         seqlen = min(int(cfg.seqlen), int(ctx_len))
         timings = {"load_s": time.perf_counter() - t}
-        evaluate_metrics, calib_batches, seqlen = _task(cfg, model, tok, seqlen, device)
+        evaluate_metrics, calib_batches, seqlen, labelled = _task(cfg, model, tok, seqlen, device)
         dense = model_flops(adapter, model, seqlen)
         dense_params = count_params(model)
         base = {"model": cfg.model.name, "task": cfg.task.name, "calib": cfg.calib, "seqlen": seqlen,
@@ -270,7 +282,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             ctx = method_registry.Context(model, adapter, cost_len, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                                           cache_key={"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")),
                                                      "data": base["calib_data"], "calib": cfg.calib, "seqlen": seqlen,
-                                                     "seed": cfg.seed, "dtype": cfg.model.get("dtype")})
+                                                     "seed": cfg.seed, "dtype": cfg.model.get("dtype")},
+                                          labelled=labelled() if labelled and name == "kwon" else None)
             t = time.perf_counter()
             method.calibrate(ctx, dataclasses.replace(cap, hidden=list(cap.hidden)))
             t_cal = time.perf_counter() - t

@@ -28,6 +28,7 @@ class Context:
     dense_flops: int = 0                                             # prunable FLOPs per token
     cache_dir: str | None = None                                     # where methods may cache statistics
     cache_key: dict | None = None                                    # what the statistics depend on
+    labelled: list[dict] | None = None                               # full-model batches with labels (kwon)
 
     def __post_init__(self):
         for li, layer in enumerate(self.adapter.layers(self.model)):

@@ -1,0 +1,317 @@
+"""Kwon et al. 2022, *A Fast Post-Training Pruning Framework for Transformers*, written from the description in
+../shared/docs/BASELINES.md (not from their code), on this project's sites, cost model and surgery:
+
+1. Fisher importance: a multiplicative mask (all ones) on every unit's consumer input (a head's context
+   vector, an FFN neuron's activation); per labelled mini-batch the task loss's gradient g_b w.r.t. the masks;
+   importance = Σ_b g_b² (diagonal empirical Fisher).
+2. Mask search under the FLOPs budget: for every total head count h, keep the h most important heads and
+   spend what is left on the globally most important neurons; keep the h with the largest total importance.
+3. Mask rearrangement: per site, greedy swaps of a kept and a pruned unit that lower 1_Pᵀ F 1_P, with
+   F = Σ_b g_b g_bᵀ the within-site Fisher block and P the pruned set.
+4. Mask tuning: layer by layer, damped least squares for real-valued per-unit scales (and a scale on the
+   consumer bias) so the pruned sublayer output matches a teacher, the model masked at the intermediate
+   budget √μ. Solved from Gram statistics (no N·d × k matrix); tuning stops for the remaining layers when a
+   solve fails or a scale exceeds 10 in magnitude.
+The result is a plan (kept units + scales folded into the consumer), sliced like every other method.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+
+from ..capture import Captured, _run_layer, _to, move_outside_layers
+from ..errors import UserError
+from ..plan import PrunePlan, SitePlan
+from .base import Method
+
+log = logging.getLogger(__name__)
+
+
+def _mask_hook(vec_ref: dict, key, cols: int):
+    """Pre-hook on a consumer: multiply its input columns by the unit mask vec_ref[key] (n_units,)."""
+    def hook(_mod, args):
+        v = vec_ref[key]
+        if v is None:
+            return None
+        z = args[0]
+        return (z * v.to(z).repeat_interleave(cols),) + tuple(args[1:])
+    return hook
+
+
+def search(importance: list[torch.Tensor], kinds: list[str], costs: list[float], budget: float) -> list[list[int]]:
+    """Step 2: kept units per site. Heads and neurons are each ranked globally by importance."""
+    def flat(kind):
+        items = [(float(s), i, u) for i, (k, imp) in enumerate(zip(kinds, importance)) if k == kind
+                 for u, s in enumerate(imp.tolist())]
+        items.sort(key=lambda t: -t[0])
+        imp = torch.tensor([0.0] + [t[0] for t in items], dtype=torch.float64).cumsum(0)
+        cost = torch.tensor([0.0] + [costs[t[1]] for t in items], dtype=torch.float64).cumsum(0)
+        return items, imp, cost
+
+    heads, h_imp, h_cost = flat("attn")
+    neurons, n_imp, n_cost = flat("ffn")
+    best = None
+    for h in range(len(heads) + 1):
+        left = budget - float(h_cost[h])
+        if left < 0:
+            break
+        k = int(torch.searchsorted(n_cost, torch.tensor(left, dtype=torch.float64), right=True)) - 1
+        total = float(h_imp[h] + n_imp[k])
+        if best is None or total > best[0]:
+            best = (total, h, k)
+    if best is None:
+        best = (0.0, 0, 0)
+    _, h, k = best
+    keeps: list[list[int]] = [[] for _ in kinds]
+    for _, i, u in heads[:h] + neurons[:k]:
+        keeps[i].append(u)
+    return [sorted(k) for k in keeps]
+
+
+def rearrange(keep: list[int], fisher: torch.Tensor, max_swaps: int = 1000) -> list[int]:
+    """Step 3: swap (kept i -> pruned, pruned j -> kept) while it lowers f(P) = 1_Pᵀ F 1_P."""
+    n = fisher.shape[0]
+    if not keep or len(keep) == n:
+        return sorted(keep)
+    F = fisher.double()
+    kept = torch.zeros(n, dtype=torch.bool)
+    kept[keep] = True
+    d = F.diagonal()
+    for _ in range(max_swaps):
+        p = (~kept).double()
+        Fp = F @ p
+        ki, pj = kept.nonzero().squeeze(1), (~kept).nonzero().squeeze(1)
+        # Δ(i, j) = 2(Fp_i − Fp_j) + F_ii + F_jj − 2 F_ij
+        delta = 2 * (Fp[ki, None] - Fp[None, pj]) + d[ki, None] + d[None, pj] - 2 * F[ki][:, pj]
+        v, flat = delta.reshape(-1).min(0)
+        if v >= -1e-12 * max(1.0, float(d.max())):
+            break
+        i, j = ki[flat // len(pj)], pj[flat % len(pj)]
+        kept[i], kept[j] = False, True
+    return kept.nonzero().squeeze(1).tolist()
+
+
+def tuning_system(G, M, s1, t_sum, count, W, b, keep, cols_per_unit):
+    """Normal equations (A, r) of min_s Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖² from statistics only:
+    G = Σ z zᵀ, M = Σ T zᵀ, s1 = Σ z, t_sum = Σ T over ``count`` tokens; W the consumer weight, b its bias
+    (None: no bias column). A_uv = Σ_{c∈u,c'∈v} G_cc' (WᵀW)_cc', r_u = Σ_{c∈u} W_cᵀ M_c."""
+    cpu = cols_per_unit
+    cols = (torch.as_tensor(keep).reshape(-1, 1) * cpu + torch.arange(cpu)).reshape(-1)
+    k = len(keep)
+    Wk, Gk = W[:, cols], G[cols][:, cols]
+    A = (Gk * (Wk.T @ Wk)).reshape(k, cpu, k, cpu).sum((1, 3))
+    r = (Wk * M[:, cols]).sum(0).reshape(k, cpu).sum(1)
+    if b is not None:
+        ab = ((Wk.T @ b) * s1[cols]).reshape(k, cpu).sum(1)
+        A = torch.cat([torch.cat([A, ab[:, None]], 1), torch.cat([ab, (count * b @ b).reshape(1)])[None]], 0)
+        r = torch.cat([r, (b @ t_sum).reshape(1)])
+    return A, r
+
+
+class Kwon(Method):
+    """Kwon et al. 2022 (Fisher masks, search, rearrangement, LS mask tuning); needs labelled batches."""
+
+    name, needs_stats = "kwon", False
+
+    def __init__(self, rearrange: bool = True, tune: bool = True, damping: float = 1e-3, max_scale: float = 10.0,
+                 **options):
+        super().__init__(**options)
+        self.do_rearrange, self.do_tune = rearrange, tune
+        self.damping, self.max_scale = damping, max_scale
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------ step 1
+    def calibrate(self, ctx, cap: Captured) -> None:
+        self.ctx, self.cap = ctx, cap
+        if not ctx.labelled:
+            raise UserError("method kwon needs labelled task batches (a GLUE/SQuAD or language-model task); "
+                            "this task gives none")
+        t = time.perf_counter()
+        model, adapter = ctx.model, ctx.adapter
+        layers = adapter.layers(model)
+        masks = [torch.ones(n, device=ctx.device, requires_grad=True) for n in ctx.n_units]
+        ref = {i: m for i, m in enumerate(masks)}
+        handles = [ctx.site(i).consumer_linear.register_forward_pre_hook(_mask_hook(ref, i, ctx.site(i).cols_per_unit))
+                   for i in range(len(masks))]
+        req = {n: p.requires_grad for n, p in model.named_parameters()}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.to(ctx.device)
+        grads = []
+        try:
+            for b in ctx.labelled:
+                loss = model(**_to(b, ctx.device)).loss
+                grads.append([g.detach().double().cpu() for g in torch.autograd.grad(loss, masks)])
+        finally:
+            for h in handles:
+                h.remove()
+            for n, p in model.named_parameters():
+                p.requires_grad_(req[n])
+            model.to("cpu")
+        del layers
+        self.G = [torch.stack([g[i] for g in grads]) for i in range(len(masks))]  # per site (batches, n)
+        self.importance = [g.square().sum(0) for g in self.G]
+        self.timings["fisher_s"] = time.perf_counter() - t
+
+    # ------------------------------------------------------------ steps 2-3
+    def masks(self, budget: float) -> list[list[int]]:
+        ctx = self.ctx
+        kinds = [k for _, k in ctx.site_keys]
+        keeps = search(self.importance, kinds, ctx.costs, budget * ctx.dense_flops)
+        if self.do_rearrange:
+            keeps = [rearrange(k, g.T @ g) for k, g in zip(keeps, self.G)]
+        return keeps
+
+    def plan(self, budget: float) -> PrunePlan:
+        t = time.perf_counter()
+        keeps = self.masks(budget)
+        self.timings["search_s"] = time.perf_counter() - t
+        scales, bias_scales = [None] * len(keeps), [None] * len(keeps)
+        if self.do_tune and budget < 1:
+            t = time.perf_counter()
+            scales, bias_scales = self._tune(keeps, self.masks(math.sqrt(budget)))
+            self.timings["tune_s"] = time.perf_counter() - t
+        plan = self.new_plan(keeps, budget=budget)
+        for i, (li, kind) in enumerate(self.ctx.site_keys):
+            sp: SitePlan = plan.layers[li][kind]
+            if scales[i] is None:
+                continue
+            site = self.ctx.site(i)
+            W = site.consumer_linear.weight.detach()
+            cols = torch.as_tensor(sp.keep).reshape(-1, 1) * site.cols_per_unit + torch.arange(site.cols_per_unit)
+            sp.weight = W[:, cols.reshape(-1)].double() * scales[i].repeat_interleave(site.cols_per_unit)
+            b = site.consumer_linear.bias
+            if bias_scales[i] is not None and b is not None:
+                sp.bias_delta = (bias_scales[i] - 1) * b.detach().double()
+        return plan
+
+    # ------------------------------------------------------------ step 4
+    @torch.no_grad()
+    def _tune(self, keeps, teacher_keeps):
+        ctx, cap = self.ctx, self.cap
+        model, adapter = ctx.model, ctx.adapter
+        layers = adapter.layers(model)
+        move_outside_layers(model, layers, ctx.device)
+        n_sites = len(ctx.site_keys)
+        index = {key: i for i, key in enumerate(ctx.site_keys)}
+
+        def vec(keep, n):
+            v = torch.zeros(n, dtype=torch.float32)
+            v[keep] = 1
+            return v
+
+        student = {i: vec(keeps[i], ctx.n_units[i]) for i in range(n_sites)}
+        teacher = {i: vec(teacher_keeps[i], ctx.n_units[i]) for i in range(n_sites)}
+        scales, bias_scales = [None] * n_sites, [None] * n_sites
+        h_s, h_t = list(cap.hidden), list(cap.hidden)
+        active = True
+        for li, layer in enumerate(layers):
+            home = next(layer.parameters()).device
+            layer.to(ctx.device)
+            sites = adapter.sites(layer)
+            ids = {kind: index[(li, kind)] for kind in sites}
+            cur = {}
+            handles = [s.consumer_linear.register_forward_pre_hook(_mask_hook(cur, k, s.cols_per_unit))
+                       for k, s in sites.items()]
+            try:
+                # teacher pass: its consumer outputs are the targets; its layer outputs the next teacher inputs
+                cur.update({k: teacher[ids[k]] for k in sites})
+                targets = {k: [] for k in sites}
+                outs = []
+                batch = {"i": 0}
+                tap = [s.consumer_linear.register_forward_hook(self._tap(targets[k], cap, batch))
+                       for k, s in sites.items()]
+                for i in range(len(h_t)):
+                    batch["i"] = i
+                    outs.append(_run_layer(layer, self._with(cap, h_t, i), 0, ctx.device).cpu())
+                for h in tap:
+                    h.remove()
+                h_t = outs
+                cur.update({k: student[ids[k]] for k in sites})
+                for kind in sites:  # attention first, then the FFN sees the tuned attention
+                    if not active:
+                        break
+                    i_site = ids[kind]
+                    sol = self._solve(layer, sites[kind], kind, cur, keeps[i_site], targets[kind], h_s, ctx)
+                    if sol is None:
+                        log.info("kwon: mask tuning stopped at layer %d (%s): failed or |scale| > %g", li, kind,
+                                 self.max_scale)
+                        active = False
+                        break
+                    s, sb = sol
+                    scales[i_site], bias_scales[i_site] = s, sb
+                    v = torch.zeros(ctx.n_units[i_site], dtype=torch.float32)
+                    v[keeps[i_site]] = s.float()
+                    cur[kind] = v
+                h_s = [_run_layer(layer, self._with(cap, h_s, i), 0, ctx.device).cpu() for i in range(len(h_s))]
+            finally:
+                for h in handles:
+                    h.remove()
+                layer.to(home)
+        model.to("cpu")
+        return scales, bias_scales
+
+    @staticmethod
+    def _with(cap: Captured, hidden, i):
+        return Captured([hidden[i]], [cap.args[i]], [cap.kwargs[i]], [])
+
+    @staticmethod
+    def _tap(store: list, cap: Captured, ref: dict):
+        def hook(_mod, _args, out):
+            mask = cap.token_mask[ref["i"]] if cap.token_mask else None
+            y = out
+            if mask is not None:
+                mask = mask.to(y.device)
+                y = y[mask] if y.dim() == 3 else y[mask.reshape(-1)]
+            store.append(y.reshape(-1, y.shape[-1]).double().cpu())
+        return hook
+
+    def _solve(self, layer, site, kind, cur, keep, targets, h_s, ctx):
+        """Scales s (k,) and bias scale (or None) minimising Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖²."""
+        if not keep:
+            return torch.zeros(0, dtype=torch.float64), None
+        W = site.consumer_linear.weight.detach().double().cpu()
+        b = site.consumer_linear.bias
+        b = None if b is None else b.detach().double().cpu()
+        n = W.shape[1]
+        G = torch.zeros(n, n, dtype=torch.float64)
+        M = torch.zeros(W.shape[0], n, dtype=torch.float64)
+        s1 = torch.zeros(n, dtype=torch.float64)
+        t_sum = torch.zeros(W.shape[0], dtype=torch.float64)
+        ref = {"i": 0}
+
+        def grab(_mod, args):
+            z = args[0]
+            mask = self.cap.token_mask[ref["i"]] if self.cap.token_mask else None
+            if mask is not None:
+                mask = mask.to(z.device)
+                z = z[mask] if z.dim() == 3 else z[mask.reshape(-1)]
+            z = z.reshape(-1, z.shape[-1]).double().cpu()
+            T = targets[ref["i"]]
+            G.add_(z.T @ z)
+            M.add_(T.T @ z)
+            s1.add_(z.sum(0))
+            t_sum.add_(T.sum(0))
+            ref["count"] = ref.get("count", 0) + z.shape[0]
+
+        # the mask hook runs first (registered earlier), so z is the student's masked input
+        h = site.consumer_linear.register_forward_pre_hook(lambda m, a: grab(m, a))
+        try:
+            for i in range(len(h_s)):
+                ref["i"] = i
+                _run_layer(layer, self._with(self.cap, h_s, i), 0, ctx.device)
+        finally:
+            h.remove()
+        A, r = tuning_system(G, M, s1, t_sum, ref.get("count", 0), W, b, keep, site.cols_per_unit)
+        k = len(keep)
+        lam = self.damping * float(A.diagonal().mean().clamp_min(1e-30))
+        try:
+            x = torch.linalg.solve(A + lam * torch.eye(len(A), dtype=A.dtype), r)
+        except RuntimeError:
+            return None
+        if not torch.isfinite(x).all() or float(x.abs().max()) > self.max_scale:
+            return None
+        return (x[:k], x[k]) if b is not None else (x, None)
