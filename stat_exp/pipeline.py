@@ -18,6 +18,7 @@ from . import methods as method_registry
 from .adapters import get_adapter
 from .capture import capture_inputs
 from .data import CORPORA, calibration_windows
+from . import latency
 from .errors import UserError
 from .evaluation.perplexity import MAX_WINDOWS, eval_ids, perplexity
 from .flops import count_params, model_flops
@@ -93,6 +94,18 @@ def output_dir(cfg) -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:  # called outside @hydra.main (tests, notebooks)
         return Path(cfg.paths.output_dir)
+
+
+def sweep_group() -> str | None:
+    """Runs of one Hydra multirun share a W&B group: the sweep directory's name (None for a single run)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        return Path(hc.sweep.dir).name if hc.mode == RunMode.MULTIRUN else None
+    except Exception:
+        return None
 
 
 def _task(cfg, model, tok, seqlen: int, device):
@@ -222,7 +235,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     metric = f"{cfg.task.metric}_{cfg.task.datasets[0]}"
-    group = cfg.logger.get("group") if cfg.get("logger") else None
+    group = (cfg.logger.get("group") if cfg.get("logger") else None) or sweep_group()
     tracker = Tracker(out, OmegaConf.to_container(cfg, resolve=True), cfg.logger.get("wandb") if cfg.get("logger") else None,
                       name=out.name, group=group)
     rows: list[dict] = []
@@ -237,7 +250,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         evaluate_metrics, calib_batches, seqlen, labelled = _task(cfg, model, tok, seqlen, device)
         dense = model_flops(adapter, model, seqlen)
         dense_params = count_params(model)
-        base = {"model": cfg.model.name, "task": cfg.task.name, "calib": cfg.calib, "seqlen": seqlen,
+        base = {"model": cfg.model.name, "task": cfg.task.name, "metric": metric, "calib": cfg.calib, "seqlen": seqlen,
                 "seed": cfg.seed, "calib_data": cfg.task.name if cfg.task.kind in ("glue", "squad", "embed")
                 else cfg.calib_data}
 
@@ -249,7 +262,22 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             res["eval_s"] = time.perf_counter() - t0
             return res
 
+        lat = cfg.get("latency") or {}
+        lat_batch = (latency.inputs(model.config.vocab_size, int(lat.batch_size), int(lat.seqlen or seqlen), cfg.seed)
+                     if lat.get("enabled") else None)
+        dense_ms = []
+
+        def timed(m) -> dict:
+            if lat_batch is None:
+                return {}
+            ms = latency.latency_ms(m, lat_batch, device, int(lat.warmup), int(lat.repeats))
+            m.to("cpu")
+            if not dense_ms:
+                dense_ms.append(ms if m is model else timed(model)["latency_ms"])
+            return {"latency_ms": ms, "speedup": dense_ms[0] / ms, "latency_shape": list(lat_batch["input_ids"].shape)}
+
         def row(method, budget, m, extra) -> dict:
+            extra = {**extra, **timed(m)}
             f = model_flops(adapter, m, seqlen)
             r = {**base, "method": method, "budget": budget, "flops_ratio": f["prunable"] / dense["prunable"],
                  "flops_total_ratio": f["total"] / dense["total"], "params": count_params(m),

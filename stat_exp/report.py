@@ -1,15 +1,28 @@
-"""Collect finished runs (their results.jsonl, no W&B account needed) into a results folder:
-runs.csv (every row), table.md (metric by method × budget, with achieved FLOPs) and curve.png.
+"""Collect finished runs from their local result files (results.jsonl; no W&B account needed) into a results
+folder and regenerate its figures:
 
-    python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [--metric ppl_wikitext2]
+- ``runs.csv``: tidy, one row per run × budget × metric (columns run, model, task, method, budget, seed,
+  calib, flops_ratio, params_ratio, metric, value);
+- ``table.md``: per task, the headline metric by method × budget, mean ± std over seeds (achieved FLOPs);
+- ``curve.png`` (one task) or ``curve_<task>.png``: one line per method, error bars over seeds;
+- ``by_<key>.png`` with ``--by calib``: the metric against that column, one line per method and budget.
+
+    python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [--metric auto|ppl_wikitext2|...] [--by calib]
+
+``--metric auto`` uses each row's own headline metric (its task's), so one call covers several tasks.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 from pathlib import Path
 
-from .tracking import read_rows, write_curve
+from .tracking import read_rows
+
+METRIC_PREFIXES = ("ppl_", "accuracy_", "f1_", "exact_", "matthews_", "pearson_", "spearman_", "cos_")
+ID_COLS = ("run", "model", "task", "method", "budget", "seed", "calib", "flops_ratio", "params_ratio")
+EXTRA = ("latency_ms", "speedup", "calibrate_s", "prune_s")
 
 
 def collect(run_dirs: list[str]) -> list[dict]:
@@ -20,25 +33,98 @@ def collect(run_dirs: list[str]) -> list[dict]:
     return rows
 
 
+def tidy(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        for k, v in r.items():
+            if (k.startswith(METRIC_PREFIXES) or k in EXTRA) and isinstance(v, (int, float)):
+                out.append({**{c: r.get(c) for c in ID_COLS}, "metric": k, "value": v})
+    return out
+
+
+def _headline(r: dict, metric: str) -> str:
+    if metric != "auto":
+        return metric
+    return r.get("metric") or next(k for k in r if k.startswith(METRIC_PREFIXES))
+
+
+def _stats(vals: list[float]) -> tuple[float, float]:
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def _fmt(metric: str) -> str:
+    return "{:.4f}" if metric.startswith(("cos", "accuracy", "f1_", "matthews", "pearson", "spearman")) else "{:.2f}"
+
+
 def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | None = None) -> str:
-    fmt = fmt or ("{:.4f}" if metric.startswith("cos") else "{:.2f}")
+    """Markdown: per task, metric by method × budget; mean ± std over seeds when there are several."""
     if by:  # one line per (method, value of `by`), e.g. calibration size
         rows = [{**r, "method": f"{r['method']} {by}={r.get(by)}"} for r in sorted(rows, key=lambda r: r.get(by) or 0)]
-    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"))
-    budgets = sorted({r["budget"] for r in rows if r["method"] != "dense"}, reverse=True)
-    dense = [r[metric] for r in rows if r["method"] == "dense" and r.get(metric) is not None]
-    head = "| method | " + " | ".join(f"{b:g}" for b in budgets) + " |"
-    lines = [head, "|" + "---|" * (len(budgets) + 1)]
+    parts = []
+    for task in dict.fromkeys(r.get("task") for r in rows):
+        rt = [r for r in rows if r.get("task") == task]
+        m = _headline(rt[0], metric)
+        f = fmt or _fmt(m)
+        methods = list(dict.fromkeys(r["method"] for r in rt if r["method"] != "dense"))
+        budgets = sorted({r["budget"] for r in rt if r["method"] != "dense"}, reverse=True)
+        lines = [f"### {task}: {m}\n", "| method | " + " | ".join(f"{b:g}" for b in budgets) + " |",
+                 "|" + "---|" * (len(budgets) + 1)]
+
+        def cell(rs):
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            if not vals:
+                return ""
+            mu, sd = _stats(vals)
+            s = f.format(mu) + (f" ± {f.format(sd)}" if len(vals) > 1 else "")
+            fr = statistics.fmean(r["flops_ratio"] for r in rs)
+            return s + (f" ({fr:.3f})" if rs[0]["method"] != "dense" else "")
+
+        dense = [r for r in rt if r["method"] == "dense"]
+        if dense:
+            # one dense value per seed (a rerun may have logged it again); same for every budget column
+            by_seed = {r.get("seed"): r for r in dense}
+            lines.append("| dense | " + " | ".join(cell(list(by_seed.values())) for _ in budgets) + " |")
+        for meth in methods:
+            lines.append(f"| {meth} | " + " | ".join(
+                cell([r for r in rt if r["method"] == meth and r["budget"] == b]) for b in budgets) + " |")
+        seeds = sorted({r.get("seed") for r in rt}, key=str)
+        parts.append("\n".join(lines) + f"\n\n{m} at each budget (achieved fraction of prunable FLOPs kept in "
+                     f"brackets); seeds {seeds}" + (", mean ± std" if len(seeds) > 1 else "") + ".\n")
+    return "\n".join(parts)
+
+
+def plot(path: Path, rows: list[dict], metric: str) -> None:
+    """One line per method: mean metric vs mean FLOPs kept per budget, error bars = std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = _headline(rows[0], metric)
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for meth in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
+        xs, ys, es = [], [], []
+        for b in sorted({r["budget"] for r in rows if r["method"] == meth}):
+            rs = [r for r in rows if r["method"] == meth and r["budget"] == b and r.get(m) is not None]
+            if rs:
+                mu, sd = _stats([r[m] for r in rs])
+                xs.append(statistics.fmean(r["flops_ratio"] for r in rs))
+                ys.append(mu)
+                es.append(sd)
+        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=meth)
+    dense = [r[m] for r in rows if r["method"] == "dense" and r.get(m) is not None]
     if dense:
-        lines.append("| dense | " + " | ".join(fmt.format(dense[0]) for _ in budgets) + " |")
-    for m in methods:
-        cells = []
-        for b in budgets:
-            rs = [r for r in rows if r["method"] == m and r["budget"] == b and r.get(metric) is not None]
-            cells.append(fmt.format(sum(r[metric] for r in rs) / len(rs)) + f" ({rs[0]['flops_ratio']:.3f})"
-                         if rs else "")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n{metric} at each budget (achieved fraction of prunable FLOPs kept in brackets).\n"
+        ax.plot([1.0], [statistics.fmean(dense)], "k*", markersize=10, label="dense")
+    if m.startswith("ppl"):
+        ax.set_yscale("log")
+    ax.set_xlabel("fraction of prunable FLOPs kept")
+    ax.set_ylabel(m)
+    ax.set_title(str(rows[0].get("task")))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _plot_by(out: Path, rows: list[dict], metric: str, by: str) -> None:
@@ -47,15 +133,19 @@ def _plot_by(out: Path, rows: list[dict], metric: str, by: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    m = _headline(rows[0], metric)
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    for (m, b) in dict.fromkeys((r["method"], r["budget"]) for r in rows if r["method"] != "dense"):
-        rs = sorted((r for r in rows if r["method"] == m and r["budget"] == b), key=lambda r: r[by])
-        ax.plot([r[by] for r in rs], [r[metric] for r in rs], "o-", label=f"{m} @ {b:g}")
+    for (meth, b) in dict.fromkeys((r["method"], r["budget"]) for r in rows if r["method"] != "dense"):
+        rs = [r for r in rows if r["method"] == meth and r["budget"] == b and r.get(m) is not None]
+        keys = sorted({r[by] for r in rs})
+        stats = [_stats([r[m] for r in rs if r[by] == k]) for k in keys]
+        ax.errorbar(keys, [s[0] for s in stats], yerr=[s[1] for s in stats], fmt="o-", capsize=3,
+                    label=f"{meth} @ {b:g}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel(by)
-    ax.set_ylabel(metric)
+    ax.set_ylabel(m)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f"by_{by}.png")
     plt.close(fig)
@@ -65,22 +155,25 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--metric", default="ppl_wikitext2")
+    ap.add_argument("--metric", default="auto", help="a metric column, or auto = each task's headline metric")
     ap.add_argument("--by", default=None, help="also tabulate and plot against this column (e.g. calib)")
     a = ap.parse_args(argv)
     rows = collect(a.runs)
+    if not rows:
+        raise SystemExit(f"error: no results.jsonl under {' '.join(a.runs)}; pass the run or sweep directories")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cols = list(dict.fromkeys(k for r in rows for k in r))
     with open(out / "runs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
+        w = csv.DictWriter(f, fieldnames=[*ID_COLS, "metric", "value"])
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(tidy(rows))
     (out / "table.md").write_text(table(rows, a.metric, by=a.by))
-    write_curve(out, rows, a.metric)
+    tasks = list(dict.fromkeys(r.get("task") for r in rows))
+    for t in tasks:
+        plot(out / ("curve.png" if len(tasks) == 1 else f"curve_{t}.png"), [r for r in rows if r.get("task") == t],
+             a.metric)
     if a.by:
         _plot_by(out, rows, a.metric, a.by)
-    (out / "curve.csv").unlink(missing_ok=True)  # runs.csv is the tidy source
     print((out / "table.md").read_text())
 
 

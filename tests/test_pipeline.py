@@ -107,3 +107,35 @@ def test_parameter_budget(tmp_path):
         if r["method"] != "dense":
             assert (r["params"] - others - added_biases) / dense_layer_params <= 0.6 + 1e-6
             assert r["params"] < 0.8 * (dense_layer_params + others)
+
+
+def test_report_tidy_csv_and_error_bars_over_seeds(tmp_path):
+    import csv
+
+    from stat_exp import report
+
+    for s in (0, 1):
+        run_experiment(_cfg(tmp_path / f"s{s}", "baselines=[random]", f"seed={s}", "budget=[0.5]"))
+    report.main([str(tmp_path / "res"), str(tmp_path / "s0"), str(tmp_path / "s1")])  # --metric auto
+    md = (tmp_path / "res" / "table.md").read_text()
+    assert "seeds [0, 1], mean ± std" in md and "±" in md.split("| random |")[1].splitlines()[0]
+    rows = list(csv.DictReader(open(tmp_path / "res" / "runs.csv")))
+    assert set(rows[0]) == {*report.ID_COLS, "metric", "value"}
+    keys = [(r["run"], r["method"], r["budget"], r["metric"]) for r in rows]
+    assert len(keys) == len(set(keys)) and {r["metric"] for r in rows} >= {"ppl_wikitext2"}
+    assert (tmp_path / "res" / "curve.png").stat().st_size > 1000
+
+
+def test_latency_is_measured_for_dense_and_pruned(tmp_path):
+    rows = run_experiment(_cfg(tmp_path, "baselines=[]", "budget=[0.4]", "latency.enabled=true",
+                               "latency.batch_size=2", "latency.repeats=3", "latency.warmup=1"))
+    dense, pruned = rows
+    assert dense["latency_ms"] > 0 and dense["speedup"] == 1.0 and pruned["latency_ms"] > 0
+    assert pruned["latency_shape"] == [2, dense["seqlen"]] and pruned["speedup"] == pytest.approx(
+        dense["latency_ms"] / pruned["latency_ms"])
+
+
+def test_wandb_group_is_none_outside_a_multirun():
+    from stat_exp.pipeline import sweep_group
+
+    assert sweep_group() is None
