@@ -84,6 +84,10 @@ def finetune(model_cfg, task_cfg, data_dir: str, root: str, seed: int = 0, devic
 
     recipe = OmegaConf.to_container(task_cfg.finetune, resolve=True)
     recipe["base"] = str(model_cfg.id)
+    # the checkpoint's own seed (recipe.seed) is fixed by default, so runs that vary the pruning seed (the
+    # calibration sample) prune the same fine-tuned model; recipe.seed=null follows the run's seed
+    ft_seed = recipe.pop("seed", None)
+    seed = seed if ft_seed is None else int(ft_seed)
     path = checkpoint_dir(root, model_cfg.name, task_cfg.name, seed, recipe)
     if is_done(path):
         log.info("fine-tuned checkpoint found: %s", path)

@@ -84,3 +84,34 @@ def test_slurm_submission_with_fake_sbatch_srun(tmp_path):
     assert len(jobs) == 2
     for j in jobs:
         assert (tmp_path / "sweep" / j / "results.jsonl").read_text().count('"method"') == 2  # dense + stat
+
+
+def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
+    """Ctrl-C during job 1 of a 3-job multirun; the rerun keeps job 0's rows untouched, no row is duplicated or
+    torn, and every job ends with its dense + stat rows."""
+    import os
+    import signal
+    import time
+
+    args = [sys.executable, "run.py", "-m", "model=tiny_llama", "debug=fast", "budget=0.5", "calib=2,3,4",
+            f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/cache"]
+    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = None
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        done = [j for j in (tmp_path / "sweep").glob("0_*/results.jsonl") if j.read_text().count("\n") >= 2]
+        if done and list((tmp_path / "sweep").glob("1_*")):
+            first = done[0]
+            break
+        time.sleep(0.2)
+    assert first is not None, "job 0 did not finish in time"
+    os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole process group
+    p.wait(timeout=60)
+    before = first.read_text()
+    assert not list((tmp_path / "sweep").glob("2_*/results.jsonl"))
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert first.read_text() == before  # finished job skipped
+    for j in sorted((tmp_path / "sweep").glob("[0-2]_*")):
+        lines = (j / "results.jsonl").read_text().splitlines()
+        assert [__import__("json").loads(x)["method"] for x in lines] == ["dense", "stat"], j
