@@ -5,7 +5,7 @@ set -euo pipefail
 python run.py experiment=minilm_stsb logger=none hydra.run.dir=outputs/issue3_minilm
 python -m stat_exp.report results/issue3_stat_minilm_stsb outputs/issue3_minilm --metric cos_stsb
 # (2) WikiText-2, PTB and C4 at 0.7 (first 10 windows of each)
-python run.py method=stat baselines=[stat_nocorr,flap] calib=32 eval_windows=10 logger=none task=lm_all \
+python run.py method=stat baselines=[stat_nocorr,flap,stat_paper,wanda_sp,magnitude] calib=32 eval_windows=10 logger=none task=lm_all \
   budget=0.7 hydra.run.dir=outputs/issue3_lm_all
 for m in ppl_wikitext2 ppl_ptb ppl_c4; do
   python -m stat_exp.report results/issue3_stat_smollm2_lm_all_$m outputs/issue3_lm_all --metric $m; done
