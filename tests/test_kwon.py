@@ -115,6 +115,17 @@ def test_kwon_fisher_is_zero_for_dead_units_and_prunes_them_first():
     assert not set(dead) & set(keep) and len(keep) == len(imp) - 3
 
 
+def test_kwon_low_budget_may_empty_a_site():
+    model, tok = tiny_model("bert", "seq_cls")
+    ctx, cap = _ctx(model, tok)
+    m = build("kwon")
+    m.calibrate(ctx, cap)
+    pruned = __import__("copy").deepcopy(model)
+    plan = m.prune(pruned, 0.1)
+    assert any(len(k) == 0 for lp in plan.layers for k in (sp.keep for sp in lp.values()))
+    assert torch.isfinite(outputs(pruned, torch.randint(4, 200, (2, 10)))).all()
+
+
 def test_kwon_without_labels_is_one_line():
     from stat_exp.errors import UserError
 

@@ -99,7 +99,7 @@ def tuning_system(G, M, s1, t_sum, count, W, b, keep, cols_per_unit):
     G = Σ z zᵀ, M = Σ T zᵀ, s1 = Σ z, t_sum = Σ T over ``count`` tokens; W the consumer weight, b its bias
     (None: no bias column). A_uv = Σ_{c∈u,c'∈v} G_cc' (WᵀW)_cc', r_u = Σ_{c∈u} W_cᵀ M_c."""
     cpu = cols_per_unit
-    cols = (torch.as_tensor(keep).reshape(-1, 1) * cpu + torch.arange(cpu)).reshape(-1)
+    cols = (torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1) * cpu + torch.arange(cpu)).reshape(-1)
     k = len(keep)
     Wk, Gk = W[:, cols], G[cols][:, cols]
     A = (Gk * (Wk.T @ Wk)).reshape(k, cpu, k, cpu).sum((1, 3))
@@ -181,7 +181,8 @@ class Kwon(Method):
                 continue
             site = self.ctx.site(i)
             W = site.consumer_linear.weight.detach()
-            cols = torch.as_tensor(sp.keep).reshape(-1, 1) * site.cols_per_unit + torch.arange(site.cols_per_unit)
+            cpu = site.cols_per_unit
+            cols = torch.as_tensor(sp.keep, dtype=torch.long).reshape(-1, 1) * cpu + torch.arange(cpu)
             sp.weight = W[:, cols.reshape(-1)].double() * scales[i].repeat_interleave(site.cols_per_unit)
             b = site.consumer_linear.bias
             if bias_scales[i] is not None and b is not None:
