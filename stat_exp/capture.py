@@ -170,11 +170,15 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured, device="cpu",
 def _feeder(acc, cap: Captured, cur: dict):
     """Forward pre-hook: hand the consumer's input, minus padding tokens, to ``acc``."""
     def hook(_mod, args):
-        z = args[0]  # (B, T, n), or (B·T, n) where the family flattens tokens (OPT's FFN)
-        mask = cap.token_mask[cur["batch"]] if cap.token_mask else None
-        if mask is not None:
-            mask = mask.to(z.device)
-            z = z[mask] if z.dim() == 3 else z[mask.reshape(-1)]
-        z = z.reshape(-1, z.shape[-1])  # (N_b, n)
-        acc.add(z)
+        acc.add(real_tokens(args[0], cap, cur["batch"]))
     return hook
+
+
+def real_tokens(z: torch.Tensor, cap: Captured, batch: int) -> torch.Tensor:
+    """(N_b, n) rows of ``z`` for the batch's real tokens. ``z`` is (B, T, n), or (B·T, n) where the family
+    flattens tokens (OPT's FFN); padding tokens (token mask False) are dropped."""
+    mask = cap.token_mask[batch] if cap.token_mask else None
+    if mask is not None:
+        mask = mask.to(z.device)
+        z = z[mask] if z.dim() == 3 else z[mask.reshape(-1)]
+    return z.reshape(-1, z.shape[-1])

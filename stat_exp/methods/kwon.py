@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from ..capture import Captured, _run_layer, _to, move_outside_layers
+from ..capture import Captured, _run_layer, _to, move_outside_layers, real_tokens
 from ..errors import UserError
 from ..plan import PrunePlan, SitePlan
 from .base import Method
@@ -262,12 +262,7 @@ class Kwon(Method):
     @staticmethod
     def _tap(store: list, cap: Captured, ref: dict):
         def hook(_mod, _args, out):
-            mask = cap.token_mask[ref["i"]] if cap.token_mask else None
-            y = out
-            if mask is not None:
-                mask = mask.to(y.device)
-                y = y[mask] if y.dim() == 3 else y[mask.reshape(-1)]
-            store.append(y.reshape(-1, y.shape[-1]).double().cpu())
+            store.append(real_tokens(out, cap, ref["i"]).double().cpu())
         return hook
 
     def _solve(self, layer, site, kind, cur, keep, targets, h_s, ctx):
@@ -285,12 +280,7 @@ class Kwon(Method):
         ref = {"i": 0}
 
         def grab(_mod, args):
-            z = args[0]
-            mask = self.cap.token_mask[ref["i"]] if self.cap.token_mask else None
-            if mask is not None:
-                mask = mask.to(z.device)
-                z = z[mask] if z.dim() == 3 else z[mask.reshape(-1)]
-            z = z.reshape(-1, z.shape[-1]).double().cpu()
+            z = real_tokens(args[0], self.cap, ref["i"]).double().cpu()
             T = targets[ref["i"]]
             G.add_(z.T @ z)
             M.add_(T.T @ z)
