@@ -180,7 +180,7 @@ def test_finetune_resumes_after_a_kill_bit_identically(tmp_path, monkeypatch):
         assert torch.equal(p, q), n  # resumed = uninterrupted, bit for bit
 
 
-@pytest.mark.parametrize("model", ["tiny_bert", "tiny_distilbert"])
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_distilbert", "tiny_opt"])
 def test_glue_end_to_end_prunes_only_the_encoder(tmp_path, model):
     need_data("glue/STS-B/sts-train.tsv")
     cfg = _cfg(tmp_path, model, "stsb", "budget=[0.6]", "baselines=[flap]", "save_model=true")
@@ -196,15 +196,18 @@ def test_glue_end_to_end_prunes_only_the_encoder(tmp_path, model):
     pruned = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "out/pruned_stat_0.6")
     assert dense.config.num_labels == 1 and pruned.num_parameters() < dense.num_parameters()
     dp, pp = dict(dense.named_parameters()), dict(pruned.named_parameters())
-    untouched = [n for n in dp if "embeddings" in n or "classifier" in n or "pooler" in n or "pre_classifier" in n]
+    untouched = [n for n in dp if any(k in n for k in ("embeddings", "classifier", "pooler", "embed_tokens",
+                                                        "embed_positions", "score", "final_layer_norm"))
+                 and ".layers." not in n and ".layer." not in n]
     assert untouched
     for n in untouched:
         assert torch.equal(dp[n], pp[n]), n
 
 
-def test_squad_end_to_end_tiny(tmp_path):
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_distilbert"])
+def test_squad_end_to_end_tiny(tmp_path, model):
     need_data("squad/dev-v1.1.json")
-    cfg = _cfg(tmp_path, "tiny_bert", "squad_v1", "budget=[0.5]", "task.eval_limit=40", "task.max_len=128",
+    cfg = _cfg(tmp_path, model, "squad_v1", "budget=[0.5]", "task.eval_limit=40", "task.max_len=128",
                "task.finetune.max_len=128", "task.finetune.epochs=1", "task.stride=32", "task.finetune.stride=32")
     rows = run_experiment(cfg)
     assert [r["method"] for r in rows] == ["dense", "stat"]

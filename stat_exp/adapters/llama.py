@@ -25,5 +25,7 @@ ADAPTER = LlamaAdapter(
     family="llama",
     model_types=("llama", "qwen2", "mistral"),
     layer_paths=("model.layers", "layers"),
-    auto_classes={"AutoModelForCausalLM": "ForCausalLM", "AutoModel": "Model"},
+    auto_classes={"AutoModelForCausalLM": "ForCausalLM", "AutoModel": "Model",
+                  "AutoModelForSequenceClassification": "ForSequenceClassification",
+                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
 )

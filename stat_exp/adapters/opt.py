@@ -35,5 +35,7 @@ ADAPTER = OPTAdapter(
     family="opt",
     model_types=("opt",),
     layer_paths=("model.decoder.layers", "decoder.layers"),
-    auto_classes={"AutoModelForCausalLM": "ForCausalLM", "AutoModel": "Model"},
+    auto_classes={"AutoModelForCausalLM": "ForCausalLM", "AutoModel": "Model",
+                  "AutoModelForSequenceClassification": "ForSequenceClassification",
+                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
 )
