@@ -59,7 +59,8 @@ def _fmt(metric: str) -> str:
 def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | None = None) -> str:
     """Markdown: per task, metric by method × budget; mean ± std over seeds when there are several."""
     if by:  # one line per (method, value of `by`), e.g. calibration size
-        rows = [{**r, "method": f"{r['method']} {by}={r.get(by)}"} for r in sorted(rows, key=lambda r: r.get(by) or 0)]
+        rows = [r if r["method"] == "dense" else {**r, "method": f"{r['method']} {by}={r.get(by)}"}
+                for r in sorted(rows, key=lambda r: r.get(by) or 0)]
     parts = []
     for task in dict.fromkeys(r.get("task") for r in rows):
         rt = [r for r in rows if r.get("task") == task]
