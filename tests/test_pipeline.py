@@ -139,3 +139,14 @@ def test_wandb_group_is_none_outside_a_multirun():
     from stat_exp.pipeline import sweep_group
 
     assert sweep_group() is None
+
+
+def test_report_by_column_keeps_one_dense_row():
+    from stat_exp.report import table
+
+    rows = [{"task": "t", "method": "dense", "budget": 1.0, "calib": c, "seed": 0, "flops_ratio": 1.0, "ppl_x": 10.0}
+            for c in (8, 16)]
+    rows += [{"task": "t", "method": "stat", "budget": 0.5, "calib": c, "seed": 0, "flops_ratio": 0.5, "ppl_x": v}
+             for c, v in ((8, 30.0), (16, 20.0))]
+    md = table(rows, "ppl_x", by="calib")
+    assert md.count("| dense |") == 1 and "| stat calib=8 | 30.00 (0.500) |" in md and "| stat calib=16 | 20.00" in md
