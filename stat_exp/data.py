@@ -98,3 +98,18 @@ def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, 
     g = torch.Generator().manual_seed(seed)
     pick = torch.randperm(avail, generator=g)[:n].sort().values
     return ids[: avail * seqlen].view(avail, seqlen)[pick]
+
+
+def collate(items: list[dict], pad_id: int) -> dict:
+    """Pad a list of tokenized items into one batch: list fields are right-padded (``input_ids`` with
+    ``pad_id``, the rest with 0); scalar fields (labels, answer positions) become a float or long tensor."""
+    n = max(len(it["input_ids"]) for it in items)
+    out = {}
+    for k in items[0]:
+        v = [it[k] for it in items]
+        if isinstance(v[0], list):
+            fill = pad_id if k == "input_ids" else 0
+            out[k] = torch.tensor([x + [fill] * (n - len(x)) for x in v])
+        else:
+            out[k] = torch.tensor(v, dtype=torch.float if isinstance(v[0], float) else torch.long)
+    return out

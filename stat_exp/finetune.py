@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from .data import collate
 from .models import load
 
 log = logging.getLogger(__name__)
@@ -50,19 +51,6 @@ def train_items(task_cfg, tokenizer, data_dir: str, recipe: dict) -> tuple[list[
             for inp, s, e in zip(f["inputs"], f["start"], f["end"])], "dev-first-articles"
 
 
-def _collate(items: list[dict], pad_id: int) -> dict:
-    n = max(len(it["input_ids"]) for it in items)
-    out = {}
-    for k in items[0]:
-        v = [it[k] for it in items]
-        if isinstance(v[0], list):
-            fill = pad_id if k == "input_ids" else 0
-            out[k] = torch.tensor([x + [fill] * (n - len(x)) for x in v])
-        else:
-            out[k] = torch.tensor(v, dtype=torch.float if isinstance(v[0], float) else torch.long)
-    return out
-
-
 def _epoch_batches(items: list[dict], batch_size: int, rng: random.Random, pad_id: int) -> list[dict]:
     """Shuffle, then sort within chunks of 50 batches by length (little padding, still random)."""
     idx = list(range(len(items)))
@@ -73,7 +61,7 @@ def _epoch_batches(items: list[dict], batch_size: int, rng: random.Random, pad_i
         part = sorted(idx[c:c + chunk], key=lambda i: len(items[i]["input_ids"]))
         out += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
     rng.shuffle(out)
-    return [_collate([items[i] for i in b], pad_id) for b in out]
+    return [collate([items[i] for i in b], pad_id) for b in out]
 
 
 def finetune(model_cfg, task_cfg, data_dir: str, root: str, seed: int = 0, device: str = "cpu") -> Path:

@@ -203,8 +203,7 @@ def _task(cfg, model, tok, seqlen: int, device):
             tf = Q.features(tok, [train[i] for i in pick], int(cfg.task.max_len), int(cfg.task.stride), train=True)
             first = [tf["example"].index(j) for j in range(len(pick))]
             its = [{**tf["inputs"][f], "start_positions": tf["start"][f], "end_positions": tf["end"][f]} for f in first]
-            from .finetune import _collate
-            return [_collate(its[i:i + 12], tok.pad_token_id) for i in range(0, len(its), 12)]
+            return [Q.collate(its[i:i + 12], tok.pad_token_id) for i in range(0, len(its), 12)]
 
         seq = sum(len(i["input_ids"]) for i in feats["inputs"]) / max(1, len(feats["inputs"]))
         return evaluate, (lambda: cal), max(1, round(seq)), labelled
@@ -267,13 +266,17 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                      if lat.get("enabled") else None)
         dense_ms = []
 
+        def measure(m) -> float:
+            ms = latency.latency_ms(m, lat_batch, device, int(lat.warmup), int(lat.repeats))
+            m.to("cpu")
+            return ms
+
         def timed(m) -> dict:
             if lat_batch is None:
                 return {}
-            ms = latency.latency_ms(m, lat_batch, device, int(lat.warmup), int(lat.repeats))
-            m.to("cpu")
-            if not dense_ms:
-                dense_ms.append(ms if m is model else timed(model)["latency_ms"])
+            if not dense_ms:  # the dense model once, also when its row was logged by an earlier run
+                dense_ms.append(measure(model))
+            ms = dense_ms[0] if m is model else measure(m)
             return {"latency_ms": ms, "speedup": dense_ms[0] / ms, "latency_shape": list(lat_batch["input_ids"].shape)}
 
         def row(method, budget, m, extra) -> dict:

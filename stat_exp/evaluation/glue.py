@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import collate
 from ..errors import UserError
 from ..models import hub_reachable
 
@@ -134,18 +135,6 @@ def encode(tokenizer, examples: list, max_len: int) -> list[dict]:
     enc = tokenizer(firsts, seconds, truncation=True, max_length=max_len)
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
     return [{**{k: enc[k][i] for k in keys}, "labels": examples[i][1]} for i in range(len(examples))]
-
-
-def collate(items: list[dict], pad_id: int) -> dict:
-    n = max(len(it["input_ids"]) for it in items)
-    out = {}
-    for k in ("input_ids", "token_type_ids", "attention_mask"):
-        if k in items[0]:
-            fill = pad_id if k == "input_ids" else 0
-            out[k] = torch.tensor([it[k] + [fill] * (n - len(it[k])) for it in items])
-    lab = [it["labels"] for it in items]
-    out["labels"] = torch.tensor(lab, dtype=torch.float if isinstance(lab[0], float) else torch.long)
-    return out
 
 
 def batches(tokenizer, examples: list, batch_size: int, max_len: int, sort: bool = True, labels: bool = True):

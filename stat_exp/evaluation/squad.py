@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data import collate
 from ..errors import UserError
 from ..models import hub_reachable
 
@@ -98,12 +99,6 @@ def features(tokenizer, examples: list[dict], max_len: int = 384, stride: int = 
     keys = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc]
     return {"inputs": [{k: enc[k][i] for k in keys} for i in range(len(enc["input_ids"]))],
             "example": list(sample), "offsets": offsets, "start": starts, "end": ends}
-
-
-def collate(items: list[dict], pad_id: int) -> dict:
-    n = max(len(it["input_ids"]) for it in items)
-    return {k: torch.tensor([it[k] + [pad_id if k == "input_ids" else 0] * (n - len(it[k])) for it in items])
-            for k in items[0]}
 
 
 def batches(tokenizer, feats: dict, batch_size: int = 64) -> tuple[list[dict], list[int]]:
