@@ -269,7 +269,10 @@ class Kwon(Method):
         """Scales s (k,) and bias scale (or None) minimising Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖²."""
         if not keep:
             return torch.zeros(0, dtype=torch.float64), None
-        W = site.consumer_linear.weight.detach().double().cpu()
+        cpu = site.cols_per_unit
+        cols = (torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1) * cpu + torch.arange(cpu)).reshape(-1)
+        # only the kept columns enter the system: statistics of size (k·cpu)², not n²
+        W = site.consumer_linear.weight.detach().double().cpu()[:, cols]
         b = site.consumer_linear.bias
         b = None if b is None else b.detach().double().cpu()
         n = W.shape[1]
@@ -280,7 +283,7 @@ class Kwon(Method):
         ref = {"i": 0}
 
         def grab(_mod, args):
-            z = real_tokens(args[0], self.cap, ref["i"]).double().cpu()
+            z = real_tokens(args[0], self.cap, ref["i"])[:, cols].double().cpu()
             T = targets[ref["i"]]
             G.add_(z.T @ z)
             M.add_(T.T @ z)
@@ -296,7 +299,7 @@ class Kwon(Method):
                 _run_layer(layer, self._with(self.cap, h_s, i), 0, ctx.device)
         finally:
             h.remove()
-        A, r = tuning_system(G, M, s1, t_sum, ref.get("count", 0), W, b, keep, site.cols_per_unit)
+        A, r = tuning_system(G, M, s1, t_sum, ref.get("count", 0), W, b, list(range(len(keep))), cpu)
         k = len(keep)
         lam = self.damping * float(A.diagonal().mean().clamp_min(1e-30))
         try:
