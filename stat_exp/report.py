@@ -8,6 +8,7 @@ folder and regenerate its figures:
 - ``by_<key>.png`` with ``--by calib``: the metric against that column, one line per method and budget.
 
     python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [--metric auto|ppl_wikitext2|...] [--by calib]
+                              [--methods stat,kwon,flap]
 
 ``--metric auto`` uses each row's own headline metric (its task's), so one call covers several tasks.
 """
@@ -158,8 +159,12 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--metric", default="auto", help="a metric column, or auto = each task's headline metric")
     ap.add_argument("--by", default=None, help="also tabulate and plot against this column (e.g. calib)")
+    ap.add_argument("--methods", default=None, help="comma-separated methods to keep (dense is always kept)")
     a = ap.parse_args(argv)
     rows = collect(a.runs)
+    if a.methods:
+        keep = {"dense", *a.methods.split(",")}
+        rows = [r for r in rows if r["method"] in keep]
     if not rows:
         raise SystemExit(f"error: no results.jsonl under {' '.join(a.runs)}; pass the run or sweep directories")
     out = Path(a.out)

@@ -91,6 +91,9 @@ def test_report_regenerates_table_and_figure(tmp_path):
     md = (tmp_path / "res" / "table.md").read_text()
     assert "| stat |" in md and "| random |" in md and "| dense |" in md
     assert (tmp_path / "res" / "curve.png").exists() and (tmp_path / "res" / "runs.csv").exists()
+    report.main([str(tmp_path / "only"), str(tmp_path / "run"), "--metric", "ppl_wikitext2", "--methods", "random"])
+    md = (tmp_path / "only" / "table.md").read_text()
+    assert "| random |" in md and "| dense |" in md and "| stat |" not in md
 
 
 def test_parameter_budget(tmp_path):
