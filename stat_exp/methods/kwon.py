@@ -94,12 +94,18 @@ def rearrange(keep: list[int], fisher: torch.Tensor, max_swaps: int = 1000) -> l
     return kept.nonzero().squeeze(1).tolist()
 
 
+def unit_columns(keep, cols_per_unit: int) -> torch.Tensor:
+    """Consumer input columns of the kept units (a unit owns ``cols_per_unit`` consecutive columns)."""
+    return (torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1) * cols_per_unit
+            + torch.arange(cols_per_unit)).reshape(-1)
+
+
 def tuning_system(G, M, s1, t_sum, count, W, b, keep, cols_per_unit):
     """Normal equations (A, r) of min_s Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖² from statistics only:
     G = Σ z zᵀ, M = Σ T zᵀ, s1 = Σ z, t_sum = Σ T over ``count`` tokens; W the consumer weight, b its bias
     (None: no bias column). A_uv = Σ_{c∈u,c'∈v} G_cc' (WᵀW)_cc', r_u = Σ_{c∈u} W_cᵀ M_c."""
     cpu = cols_per_unit
-    cols = (torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1) * cpu + torch.arange(cpu)).reshape(-1)
+    cols = unit_columns(keep, cpu)
     k = len(keep)
     Wk, Gk = W[:, cols], G[cols][:, cols]
     A = (Gk * (Wk.T @ Wk)).reshape(k, cpu, k, cpu).sum((1, 3))
@@ -182,8 +188,7 @@ class Kwon(Method):
             site = self.ctx.site(i)
             W = site.consumer_linear.weight.detach()
             cpu = site.cols_per_unit
-            cols = torch.as_tensor(sp.keep, dtype=torch.long).reshape(-1, 1) * cpu + torch.arange(cpu)
-            sp.weight = W[:, cols.reshape(-1)].double() * scales[i].repeat_interleave(site.cols_per_unit)
+            sp.weight = W[:, unit_columns(sp.keep, cpu)].double() * scales[i].repeat_interleave(site.cols_per_unit)
             b = site.consumer_linear.bias
             if bias_scales[i] is not None and b is not None:
                 sp.bias_delta = (bias_scales[i] - 1) * b.detach().double()
@@ -270,7 +275,7 @@ class Kwon(Method):
         if not keep:
             return torch.zeros(0, dtype=torch.float64), None
         cpu = site.cols_per_unit
-        cols = (torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1) * cpu + torch.arange(cpu)).reshape(-1)
+        cols = unit_columns(keep, cpu)
         # only the kept columns enter the system: statistics of size (k·cpu)², not n²
         W = site.consumer_linear.weight.detach().double().cpu()[:, cols]
         b = site.consumer_linear.bias
