@@ -7,7 +7,8 @@ import hydra
 from omegaconf import DictConfig
 
 from stat_exp.errors import UserError
-from stat_exp.pipeline import check_overrides, run_experiment
+from stat_exp.config import check_overrides
+from stat_exp.pipeline import run_experiment
 
 CONF = Path(__file__).resolve().parent / "conf"
 

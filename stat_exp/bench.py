@@ -27,7 +27,7 @@ SHAPES = {  # family, hidden, layers, heads, kv_heads, ffn, vocab
 
 
 def build(shape: str, dtype, where: str, seed: int = 0):
-    from .models import tiny_config
+    from .engine.models import tiny_config
     import transformers
 
     fam, h, L, nh, kv, ffn, vocab = SHAPES[shape]
@@ -57,8 +57,9 @@ def build(shape: str, dtype, where: str, seed: int = 0):
 def main(argv: list[str]) -> dict:
     from . import methods
     from .adapters import get_adapter
-    from .capture import capture_inputs
-    from .methods.stat import _elapsed
+    from .core.cost import CostModel
+    from .engine.capture import capture_inputs
+    from .latency import elapsed as _elapsed
 
     a = dict(x.split("=", 1) for x in argv)
     shape, calib, seqlen = a.get("shape", "bert_base"), int(a.get("calib", 64)), int(a.get("seqlen", 128))
@@ -83,8 +84,8 @@ def main(argv: list[str]) -> dict:
     cap = capture_inputs(model, ad, [{"input_ids": x} for x in ids.split(batch)], device,
                          store_device=device)
     res["capture_s"] = _elapsed(t, device)
-    m = methods.build("stat", cache=False, **opts)
-    m.calibrate(methods.Context(model, ad, seqlen, device), cap)
+    m = methods.build("stat", {"cache": False, **opts})
+    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen), device), cap)
     res.update(m.timings)
     del cap
     t = time.perf_counter()

@@ -5,7 +5,6 @@ online users. Layouts follow ../shared/data/MANIFEST.md and the pruning papers' 
 - ptb:       ``" ".join`` of the lines of ptb.test.txt
 - c4:        the first 1100 validation documents joined with " " (1025 are staged locally);
              callers keep the first 256 × seqlen tokens
-Calibration draws ``n`` non-overlapping windows of ``seqlen`` tokens, seeded, from a train corpus.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .errors import UserError
-from .models import hub_reachable
+from .engine.hub import hub_reachable
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,8 @@ _HUB = {  # (corpus, split) -> load_dataset args
 CORPORA = sorted({c for c, _ in _LOCAL})
 
 
-def _rows(corpus: str, split: str, data_dir: str) -> list[str]:
+def corpus_rows(corpus: str, split: str, data_dir: str) -> list[str]:
+    """The rows of a corpus split: the local file under ``data_dir``, else the hub."""
     if (corpus, split) not in _LOCAL:
         raise UserError(f"unknown corpus/split '{corpus}/{split}'; corpora: {', '.join(CORPORA)}")
     path = Path(data_dir).expanduser() / _LOCAL[(corpus, split)]
@@ -56,7 +56,7 @@ def _rows(corpus: str, split: str, data_dir: str) -> list[str]:
     if not hub_reachable():
         where = "does not exist" if not Path(data_dir).expanduser().exists() else f"has no {_LOCAL[(corpus, split)]}"
         raise UserError(f"data directory '{data_dir}' {where} and the hub is offline; set paths.data_dir=/path/to/data "
-                        f"(e.g. ln -s ../shared/data data) or go online")
+                        f"(or $STAT_EXP_DATA) or go online")
     from datasets import load_dataset
 
     args, kw, field = _HUB[(corpus, split)]
@@ -65,7 +65,7 @@ def _rows(corpus: str, split: str, data_dir: str) -> list[str]:
 
 
 def corpus_text(corpus: str, split: str, data_dir: str, max_docs: int | None = None) -> str:
-    rows = _rows(corpus, split, data_dir)
+    rows = corpus_rows(corpus, split, data_dir)
     if corpus == "wikitext2":
         return "\n\n".join(rows)
     if corpus == "c4":
@@ -81,23 +81,6 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
         return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]], dtype=torch.long)
     finally:
         tokenizer.model_max_length = old
-
-
-def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, data_dir: str,
-                        split: str = "train") -> torch.Tensor:
-    """(n, seqlen) token windows drawn without replacement (seeded) from the corpus' train split."""
-    if corpus == "c4":
-        text = "\n\n".join(_rows(corpus, split, data_dir))
-    else:
-        text = corpus_text(corpus, split, data_dir)
-    ids = tokenize(tokenizer, text)[0]
-    avail = ids.numel() // seqlen
-    if n > avail:
-        raise UserError(f"calib={n} asks for {n} sequences of {seqlen} tokens but {corpus}/{split} holds only "
-                        f"{avail}; lower calib or seqlen")
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(avail, generator=g)[:n].sort().values
-    return ids[: avail * seqlen].view(avail, seqlen)[pick]
 
 
 def collate(items: list[dict], pad_id: int) -> dict:

@@ -1,5 +1,5 @@
 """Fine-tuning recipe: a base encoder -> a task checkpoint (GLUE sequence classification, STS-B regression,
-SQuAD extractive QA). Seeded; AdamW with linear warm-up/decay; length-bucketed dynamic padding; a progress bar;
+SQuAD extractive QA; the task's module gives ``train_items``). Seeded; AdamW with linear warm-up/decay; length-bucketed dynamic padding; a progress bar;
 a checkpoint after every epoch (a killed run resumes from it); the finished checkpoint is cached under
 ``<root>/<model>-<task>-seed<k>-<recipe hash>/`` and reused by every pruning run with the same recipe.
 """
@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import collate
-from .models import load
+from .engine.models import load
 
 log = logging.getLogger(__name__)
 DONE = "finetune.json"
@@ -30,25 +30,6 @@ def checkpoint_dir(root: str, model_name: str, task_name: str, seed: int, recipe
 
 def is_done(path: Path) -> bool:
     return (path / DONE).exists() and (path / "config.json").exists()
-
-
-def train_items(task_cfg, tokenizer, data_dir: str, recipe: dict) -> tuple[list[dict], str]:
-    """Tokenized training items (dicts of lists + label fields) and the split's label."""
-    if task_cfg.kind == "glue":
-        from .evaluation import glue
-
-        ex, split = glue.load_split(task_cfg.glue_task, "train", data_dir)
-        if recipe.get("train_limit"):
-            ex = random.Random(0).sample(ex, min(len(ex), int(recipe["train_limit"])))
-        return glue.encode(tokenizer, ex, recipe["max_len"]), split
-    from .evaluation import squad
-
-    ex = squad.split(squad.load_examples(task_cfg.version, data_dir), "train")
-    if recipe.get("train_limit"):
-        ex = random.Random(0).sample(ex, min(len(ex), int(recipe["train_limit"])))
-    f = squad.features(tokenizer, ex, recipe["max_len"], recipe.get("stride", 128), train=True)
-    return [{**inp, "start_positions": s, "end_positions": e}
-            for inp, s, e in zip(f["inputs"], f["start"], f["end"])], "dev-first-articles"
 
 
 def _epoch_batches(items: list[dict], batch_size: int, rng: random.Random, pad_id: int) -> list[dict]:
@@ -95,7 +76,10 @@ def finetune(model_cfg, task_cfg, data_dir: str, root: str, seed: int = 0, devic
         src["id"] = str(last)
         log.info("resuming fine-tuning from %s (epoch %d done)", last, state["epoch"])
     model, tok = load(OmegaConf.create(src))
-    items, split = train_items(task_cfg, tok, data_dir, recipe)
+    from .tasks import module
+
+    task = OmegaConf.to_container(task_cfg, resolve=True)
+    items, split = module(task["kind"]).train_items(task, tok, data_dir, recipe)
     bs, epochs = int(recipe["batch_size"]), int(recipe["epochs"])
     steps = epochs * math.ceil(len(items) / bs)
     model.to(device).train()

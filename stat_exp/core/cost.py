@@ -6,12 +6,23 @@ counted, as in ``torch.utils.flop_counter``). Attention adds, per token and quer
 ``2·s`` for QKᵀ and ``2·s`` for AV at sequence length s: ``4·s·(n_q·d_h)`` (Kwon et al. eq. for MACs
 ``4·s·d·d_h + 2·s²·d_h`` per head and sequence, in FLOPs per token). "Prunable" FLOPs are those of
 the layers; the budget μ is the kept fraction of them (STAT.md §4).
+
+``CostModel`` is the one place a budget fraction becomes an absolute cost and an achieved cost becomes a
+ratio. ``kind='params'`` prices a unit at sequence length 0, i.e. 2 × its Linear weights, so a params
+budget is the kept fraction of the layers' Linear parameters; the row reports the ratio of that same
+quantity (``achieved``), next to FLOPs at the task's length and the whole model's parameters.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from .adapters.base import Adapter, Site
+if TYPE_CHECKING:  # sites and adapters are duck-typed here: core imports no model code
+    from ..adapters.base import Adapter, Site
+
+KINDS = ("flops", "params")
 
 
 def _lin(lin: nn.Linear) -> int:
@@ -55,3 +66,36 @@ def count_params(model: nn.Module) -> int:
             seen.add(id(p))
             n += p.numel()
     return n
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Budget ↔ cost. ``kind``: 'flops' (per token at ``seqlen``) or 'params' (layer Linear weights)."""
+
+    kind: str
+    seqlen: int
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"cost kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+
+    @property
+    def length(self) -> int:
+        """The sequence length units are priced at (0 for parameters: no attention-score term)."""
+        return 0 if self.kind == "params" else self.seqlen
+
+    def unit(self, site: Site) -> int:
+        """What removing one unit of ``site`` saves."""
+        return unit_cost(site, self.length)
+
+    def total(self, adapter: Adapter, model: nn.Module) -> int:
+        """The constrained quantity of the whole prunable part (all layers)."""
+        return sum(layer_flops(adapter, layer, self.length) for layer in adapter.layers(model))
+
+    def ratio(self, adapter: Adapter, model: nn.Module, dense_total: int) -> float:
+        """Achieved fraction of the constrained quantity, to compare with the budget."""
+        return self.total(adapter, model) / dense_total
+
+    @staticmethod
+    def within(achieved: float, budget: float) -> bool:
+        return achieved <= budget * (1 + 1e-9) + 1e-12

@@ -1,4 +1,4 @@
-"""SQuAD v1.1 / v2.0 extractive QA: windowed features with a doc stride, batched inference, n-best
+"""SQuAD v1.1 / v2.0 extractive QA (the task and its protocol): windowed features with a doc stride, batched inference, n-best
 post-processing with a maximum answer length, the null-score threshold for v2.0, and the official
 EM/F1 (answer normalisation of the official evaluate-v1.1/v2.0 scripts, written from their description).
 
@@ -20,7 +20,8 @@ from tqdm.auto import tqdm
 
 from ..data import collate
 from ..errors import UserError
-from ..models import hub_reachable
+from ..engine.hub import hub_reachable
+from .base import Setting, Task, sample
 
 FILES = {"v1": "squad/dev-v1.1.json", "v2": "squad/dev-v2.0.reconstructed.json"}
 DEV_TRAIN_ARTICLES = 24   # of 48 (v1.1) / 35 (v2.0)
@@ -39,7 +40,7 @@ def load_examples(version: str, data_dir: str) -> list[dict]:
         return [{"id": r["id"], "title": r["title"], "context": r["context"], "question": r["question"],
                  "answers": list(r["answers"]["text"]), "starts": list(r["answers"]["answer_start"])} for r in ds]
     else:
-        raise UserError(f"{path} not found; set paths.data_dir to a directory with squad/ (e.g. ln -s ../shared/data data)")
+        raise UserError(f"{path} not found; set paths.data_dir (or $STAT_EXP_DATA) to a directory with squad/")
     out = []
     for art in articles:
         for para in art["paragraphs"]:
@@ -197,3 +198,62 @@ def evaluate(model, tokenizer, examples: list[dict], feats: dict, bs: list[dict]
     fl = logits(model, bs, order, device, progress)
     preds = postprocess(examples, feats, fl, n_best, max_answer_len, null_threshold if version == "v2" else None)
     return score(examples, preds)
+
+
+def train_items(task_cfg: dict, tokenizer, data_dir: str, recipe: dict) -> tuple[list[dict], str]:
+    """Tokenized fine-tuning windows with answer positions, and the split's label."""
+    import random
+
+    ex = split(load_examples(task_cfg["version"], data_dir), "train")
+    if recipe.get("train_limit"):
+        ex = random.Random(0).sample(ex, min(len(ex), int(recipe["train_limit"])))
+    f = features(tokenizer, ex, recipe["max_len"], recipe.get("stride", 128), train=True)
+    return [{**inp, "start_positions": s, "end_positions": e}
+            for inp, s, e in zip(f["inputs"], f["start"], f["end"])], "dev-first-articles"
+
+
+class SquadTask(Task):
+    """SQuAD: EM/F1 of a QA model on the held-out dev articles (or all of dev with ``eval_all``);
+    calibration on the first window of ``calib`` questions of the training articles."""
+
+    def __init__(self, cfg: dict, tok, setting: Setting):
+        super().__init__(cfg, tok, setting)
+        n, stride = int(cfg["max_len"]), int(cfg["stride"])
+        allex = load_examples(cfg["version"], setting.data_dir)
+        ex = allex if cfg.get("eval_all") else split(allex, "eval")
+        self.ex = ex[: cfg["eval_limit"]] if cfg.get("eval_limit") else ex
+        self.feats = features(tok, self.ex, n, stride)
+        self.bs, self.order = batches(tok, self.feats, int(cfg["eval_batch_size"]))
+        self.picked = sample(split(allex, "train"), setting.calib, setting.seed, "questions",
+                             "the SQuAD training part")
+
+    def _first_windows(self, train: bool) -> list[dict]:
+        f = features(self.tok, self.picked, int(self.cfg["max_len"]), int(self.cfg["stride"]), train=train)
+        first = [f["example"].index(j) for j in range(len(self.picked))]
+        if not train:
+            return [f["inputs"][i] for i in first]
+        return [{**f["inputs"][i], "start_positions": f["start"][i], "end_positions": f["end"][i]} for i in first]
+
+    @property
+    def cost_seqlen(self) -> int:
+        ins = self.feats["inputs"]
+        return max(1, round(sum(len(i["input_ids"]) for i in ins) / max(1, len(ins))))
+
+    def _batched(self, items: list[dict], size: int) -> list[dict]:
+        return [collate(items[i:i + size], self.tok.pad_token_id) for i in range(0, len(items), size)]
+
+    def calibration(self) -> list[dict]:
+        return self._batched(self._first_windows(False), self.setting.calib_batch_size)
+
+    def labelled(self) -> list[dict]:
+        return self._batched(self._first_windows(True), int(self.cfg["label_batch_size"]))
+
+    def evaluate(self, model, device) -> dict:
+        c = self.cfg
+        r = evaluate(model, self.tok, self.ex, self.feats, self.bs, self.order, device, c["version"], int(c["n_best"]),
+                     int(c["max_answer_len"]), float(c["null_threshold"]), progress=True)
+        return {f"{k}_{c['datasets'][0]}": v for k, v in r.items()} | {
+            "eval_split": "dev" if c.get("eval_all") else "dev-heldout", "eval_questions": len(self.ex)}
+
+
+TASK = SquadTask

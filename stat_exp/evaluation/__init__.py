@@ -1,1 +1,0 @@
-"""Evaluators: perplexity (decoders); GLUE/SQuAD live beside it."""

@@ -1,0 +1,135 @@
+"""STAT (Flynn et al. 2024, STAT.md): pivoted-QR interpolative decompositions of each site's
+activations choose the heads (KV groups) and neurons to keep; the least-squares fit of the dropped
+units from the kept ones is folded into the consumer. One dense calibration pass gives every site's
+Gram, pivot order and error curve e(k) for all k, so a whole budget curve shares one factorization.
+
+The parts: ``statistics`` (one walk, cached), ``select`` (pivots, error curves, kept units),
+``allocate`` (sizes under the budget), ``fold`` (the correction), ``sequential`` (variants that walk the
+model being pruned). Named recipes (``stat_paper``, ``stat_nocorr``) are option sets in conf/method/.
+
+Options (all ablations; the first value is the default):
+- correction: lstsq_bias (LS with intercept → consumer bias) | lstsq (paper) | none
+- selection:  qr | random | magnitude (sizes always come from the QR error curves)
+- allocation: greedy (marginal error per cost) | paper (depth-weighted head/neuron split search) | uniform
+- propagate:  dense (one pass, as the released code) | pruned (sequential, statistics on pruned inputs)
+- target:     self | dense (propagate=pruned: fit the dense model's consumer output)
+- order:      joint | ffn_first (released: FFNs first, head statistics on the FFN-pruned model)
+- head_space: output (columns vec(W_o,h c_h)) | context (paper: columns vec(c_h))
+- normalize:  residual (error / residual-stream energy) | layer (/ branch-output energy) | none
+- sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
+- floor:      greedy allocation keeps ≥ ⌈floor · budget · n⌉ units of every site; ridge: LS Tikhonov term
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+from ...core import allocation as alloc
+from ...core.linalg import make_accumulator
+from ...core.plan import PrunePlan
+from ...errors import UserError
+from ...latency import elapsed
+from ..base import Method
+from . import allocate, sequential
+from .fold import fold
+from .select import factor, select
+from .statistics import cache_path, collect, gram
+
+CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
+           "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
+           "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
+           "normalize": ("residual", "layer", "none"), "sketch": ("gram", "tsqr", "countsketch", "gaussian")}
+
+
+@dataclass(frozen=True)
+class Options:
+    correction: str = "lstsq_bias"
+    selection: str = "qr"
+    allocation: str = "greedy"
+    propagate: str = "dense"
+    target: str = "self"
+    order: str = "joint"
+    head_space: str = "output"
+    normalize: str = "residual"
+    sketch: str = "gram"
+    sketch_dim: int | None = None
+    floor: float = 0.5
+    ridge: float = 1e-8
+    cache: bool = True
+
+    def __post_init__(self):
+        for key, allowed in CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise UserError(f"method option {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        if self.target == "dense" and self.propagate != "pruned":
+            raise UserError("method option target=dense needs propagate=pruned (with one dense pass the "
+                            "activations are the dense ones already)")
+
+
+class STAT(Method):
+    name, uses_sketch = "stat", True
+
+    def __init__(self, **options):
+        known = {f.name for f in fields(Options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise UserError(f"unknown STAT option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        super().__init__(**options)
+        self.opts = Options(**{k: (float(v) if k in ("floor", "ridge") else v) for k, v in options.items()})
+        self.timings: dict[str, float] = {}
+
+    def new_acc(self, kind):
+        return make_accumulator(self.opts.sketch, self.opts.sketch_dim, self.ctx.seed)
+
+    def calibrate(self, ctx, cap) -> None:
+        """Statistics (one walk, or the cache), then every site's pivots and error curve."""
+        self.ctx, self.cap, o, self.timings = ctx, cap, self.opts, {}
+        t = time.perf_counter()
+        path = cache_path(ctx.cache_dir, ctx.cache_key, o.sketch, o.sketch_dim) if o.cache else None
+        self.stats = collect(ctx, cap, o.sketch, o.sketch_dim, path)
+        self.timings["statistics_s"] = elapsed(t, ctx.device)
+        t = time.perf_counter()
+        self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge) for i in range(len(ctx.site_keys))]
+        self.timings["factorization_s"] = elapsed(t, ctx.device)
+
+    def gram(self, i: int):
+        return gram(self.stat(i), self.opts.correction == "lstsq_bias", self.ctx.device)
+
+    def fold(self, i: int, keep: list[int]):
+        """Site ``i``'s plan for the kept units ``keep``, with the configured correction (dense statistics)."""
+        o = self.opts
+        return fold(self.ctx.site(i), self.gram(i), self.stat(i), keep, o.correction, o.ridge)
+
+    def counts(self, budget: float) -> list[int]:
+        """Kept units per site at ``budget`` (a fraction of the dense cost)."""
+        ctx, o, B = self.ctx, self.opts, self.ctx.budget(budget)
+        if o.allocation == "uniform":
+            return alloc.uniform(ctx.n_units, ctx.costs, B)
+        resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
+        curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize, o.allocation == "paper")
+        if o.allocation == "greedy":
+            return allocate.greedy_counts(curves, ctx.costs, B, budget, o.floor)
+        return allocate.paper_counts(ctx.site_keys, curves, ctx.costs, ctx.n_units, B)
+
+    def plan(self, budget: float) -> PrunePlan:
+        """One-pass plan: sizes, the first pivots of each site, and the fold from the dense statistics."""
+        ctx, o = self.ctx, self.opts
+        t = time.perf_counter()
+        counts = self.counts(budget)
+        self.timings["allocation_s"] = elapsed(t, ctx.device)
+        sites = []
+        for i in range(len(ctx.site_keys)):
+            sites.append(self.fold(i, select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)))
+        return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "counts": counts})
+
+    def prune(self, model, budget: float) -> PrunePlan:
+        t = time.perf_counter()
+        if self.opts.propagate == "pruned":
+            self.counts_now = self.counts(budget)
+            plan = sequential.prune_sequential(self, model, budget)
+        elif self.opts.order == "ffn_first":
+            plan = sequential.prune_ffn_first(self, model, budget)
+        else:
+            plan = super().prune(model, budget)
+        self.timings["fold_s"] = elapsed(t, self.ctx.device) - self.timings.get("allocation_s", 0.0)
+        return plan

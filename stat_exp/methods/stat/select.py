@@ -1,0 +1,59 @@
+"""STAT's per-site factorisation and selection (STAT.md §3): the pivot order of a pivoted QR of the
+site's (scaled) activations, from its Gram by pivoted Cholesky, and the error curve e(k)² of keeping the
+first k pivots, measured through the consumer. Then the kept units for a given count.
+
+| symbol | shape       | meaning                                                             |
+|--------|-------------|---------------------------------------------------------------------|
+| G      | n × n       | the site's Gram (centred for the intercept correction), n = U·c      |
+| W      | d × n       | the consumer weight                                                  |
+| D      | n           | neurons: ‖W[:, j]‖ (the paper's column scaling)                      |
+| Gu     | U × U       | heads: ⟨W_u z_u, W_v z_v⟩ summed over tokens ('output') or ⟨z_u, z_v⟩ ('context') |
+| perm   | U           | pivot order of the units                                             |
+| err2   | U + 1       | error after keeping the first k pivots (k = 0 … U)                   |
+"""
+from __future__ import annotations
+
+import torch
+
+from ...core import allocation as alloc
+from ...core.linalg import block_trace, lstsq_from_gram, pivoted_cholesky
+from ...core.units import unit_columns, unit_sum
+
+
+def factor(site, G: torch.Tensor, head_space: str, ridge: float) -> dict:
+    """{'perm' (U,), 'err2' (U+1,), 'energy': ‖Z Wᵀ‖²} of one site from its float64 Gram ``G``."""
+    W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n)
+    energy = float(((W @ G) * W).sum())
+    if site.kind == "ffn":
+        D = W.norm(dim=0)  # paper: scale neurons by their output weight norm
+        P, _, err2 = pivoted_cholesky(D[:, None] * G * D[None, :])
+    else:
+        size = site.cols_per_unit
+        Gu = block_trace(G, size) if head_space == "context" else unit_sum(G * (W.T @ W), size)
+        P, _, _ = pivoted_cholesky(Gu)
+        err2 = torch.stack([output_error(G, W, P[:k], P[k:], size, ridge) for k in range(len(P) + 1)])
+    return {"perm": P.cpu(), "err2": err2.cpu().clamp_min(0), "energy": energy}
+
+
+def output_error(G, W, keep, drop, size: int, ridge: float) -> torch.Tensor:
+    """‖(Z_E − Z_I X) W_Eᵀ‖²_F: the dropped units' LS residual seen through the consumer."""
+    if len(drop) == 0:
+        return torch.zeros((), dtype=torch.float64, device=G.device)
+    I, E = unit_columns(keep.tolist(), size, G.device), unit_columns(drop.tolist(), size, G.device)
+    X = lstsq_from_gram(G, I, E, ridge)
+    res = G[E][:, E] - G[E][:, I] @ X
+    WE = W[:, E]
+    return ((WE @ res) * WE).sum()
+
+
+def select(selection: str, perm: torch.Tensor, k: int, dense_site, seed: int, i: int) -> list[int]:
+    """Sorted kept units of site ``i``: the first ``k`` pivots ('qr'), ``k`` seeded random units, or the
+    ``k`` with the largest consumer-column norms of the dense model ('magnitude')."""
+    n = len(perm)
+    if selection == "qr":
+        return sorted(perm[:k].tolist())
+    if selection == "random":
+        g = torch.Generator().manual_seed(seed * 7919 + i)
+        return sorted(torch.randperm(n, generator=g)[:k].tolist())
+    norm = dense_site.consumer_linear.weight.detach().float().square().sum(0).reshape(n, -1).sum(1)
+    return alloc.top_k(norm, k)

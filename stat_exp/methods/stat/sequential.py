@@ -1,0 +1,111 @@
+"""STAT's sequential variants: they walk the model being pruned, so each layer's statistics come from
+the already-pruned layers before it (sizes always come from the dense allocation).
+
+- ``prune_sequential`` (propagate=pruned): per layer, statistics on the pruned path, select, fold.
+- ``dense_target`` (propagate=pruned, target=dense): two streams per layer, dense and pruned; the fold
+  fits the dense consumer output from the pruned path's kept units, undoing upstream error.
+- ``prune_ffn_first`` (order=ffn_first, the released order): every FFN from the dense statistics, then
+  the heads from statistics recomputed on the FFN-pruned model.
+"""
+from __future__ import annotations
+
+import torch
+
+from ...core.plan import PrunePlan
+from ...engine.capture import hooks, walk
+from ...engine.saving import finalize
+from ...engine.surgery import apply_site
+from .fold import fold, fold_to_dense
+from .select import factor, select
+from .statistics import gram, site_stat
+
+
+def _keep(stat, site, st: dict, i: int) -> list[int]:
+    """Kept units of site ``i`` (the walked model's ``site``) from its statistics on the pruned path."""
+    o = stat.opts
+    f = factor(site, gram(st, o.correction == "lstsq_bias", stat.ctx.device), o.head_space, o.ridge)
+    return select(o.selection, f["perm"], stat.counts_now[i], stat.ctx.site(i), stat.ctx.seed, i)
+
+
+def _prune_layer(stat, layer, plans: dict) -> None:
+    sites = stat.ctx.adapter.sites(layer)
+    for kind, sp in plans.items():
+        apply_site(sites[kind], sp)
+    stat.ctx.adapter.after_resize(layer)
+
+
+def prune_sequential(stat, model, budget: float) -> PrunePlan:
+    ctx, o = stat.ctx, stat.opts
+    index = {key: i for i, key in enumerate(ctx.site_keys)}
+    layers: list[dict] = []
+
+    def visit(li, layer, stats, run):
+        sites, lp = ctx.adapter.sites(layer), {}
+        for kind, acc in stats.items():
+            st = site_stat(acc)
+            G = gram(st, o.correction == "lstsq_bias", ctx.device)
+            lp[kind] = fold(sites[kind], G, st, _keep(stat, sites[kind], st, index[(li, kind)]), o.correction, o.ridge)
+        _prune_layer(stat, layer, lp)
+        layers.append(lp)
+        run.forget("main")
+
+    if o.target == "dense":
+        walk(model, ctx.adapter, {"dense": stat.cap, "pruned": stat.cap}, ctx.device,
+             visit=_dense_target_visit(stat, index, layers), desc="stat: prune (dense target)")
+    else:
+        walk(model, ctx.adapter, stat.cap, ctx.device, stat.new_acc, visit, desc="stat: prune (sequential)")
+    finalize(model, ctx.adapter)
+    return PrunePlan(layers, meta={"method": stat.name, "budget": budget, "counts": stat.counts_now})
+
+
+def _dense_target_visit(stat, index, layers):
+    """Per batch: the dense stream through the dense layer gives the target Z_d, the pruned stream gives
+    Z'; accumulate G' = Z'ᵀZ', C = Z'ᵀZ_d and the sums; then select on G', fold, prune the layer."""
+    ctx, o = stat.ctx, stat.opts
+
+    def visit(li, layer, _stats, run):
+        sites = ctx.adapter.sites(layer)
+        acc = {k: {"G": 0, "C": 0, "s1": 0, "sd": 0, "n": 0} for k in sites}
+        grab: dict = {}
+        with hooks() as hs:
+            for k, s in sites.items():
+                hs.append(s.consumer_linear.register_forward_pre_hook(
+                    lambda mod, a, k=k: grab.__setitem__(k, run.tokens(a[0]).double())))
+            for b in range(len(run.streams["pruned"].hidden)):
+                run("dense", b)
+                zd = dict(grab)
+                run("pruned", b)
+                for k in sites:
+                    zp, zt, a = grab[k], zd[k], acc[k]
+                    a["G"], a["C"] = a["G"] + zp.T @ zp, a["C"] + zp.T @ zt
+                    a["s1"], a["sd"], a["n"] = a["s1"] + zp.sum(0), a["sd"] + zt.sum(0), a["n"] + zp.shape[0]
+        lp = {}
+        for k, site in sites.items():
+            i, a = index[(li, k)], acc[k]
+            keep = _keep(stat, site, {"G": a["G"], "s1": a["s1"], "n": a["n"]}, i)
+            lp[k] = fold_to_dense(site, a, keep, o.correction, o.ridge)
+        _prune_layer(stat, layer, lp)
+        layers.append(lp)
+        run.forget("pruned")  # the dense stream's outputs came from the dense layer: kept
+
+    return visit
+
+
+def prune_ffn_first(stat, model, budget: float) -> PrunePlan:
+    ctx, o = stat.ctx, stat.opts
+    plan = stat.plan(budget)
+    stat.counts_now = plan.meta["counts"]
+    model_layers = ctx.adapter.layers(model)
+    for li, layer in enumerate(model_layers):
+        _prune_layer(stat, layer, {"ffn": plan.layers[li]["ffn"]})
+    stats, _ = walk(model, ctx.adapter, stat.cap, ctx.device, stat.new_acc, desc="stat: head statistics")
+    for i, (li, kind) in enumerate(ctx.site_keys):
+        if kind != "attn":
+            continue
+        st = site_stat(stats[li]["attn"])
+        site = ctx.adapter.sites(model_layers[li])["attn"]
+        G = gram(st, o.correction == "lstsq_bias", ctx.device)
+        plan.layers[li]["attn"] = fold(site, G, st, _keep(stat, site, st, i), o.correction, o.ridge)
+        _prune_layer(stat, model_layers[li], {"attn": plan.layers[li]["attn"]})
+    finalize(model, ctx.adapter)
+    return plan

@@ -1,0 +1,76 @@
+"""The task interface: what the pipeline asks of every task kind, and the one calibration sampler.
+
+A task owns its data. Built before the model loads (so a bad ``calib`` or a missing file fails in
+seconds), it gives calibration batches, labelled batches for gradient methods, the sequence length the
+cost model prices attention at, and ``evaluate(model)`` → metrics. One file per kind in this package
+(``lm``, ``glue``, ``squad``, ``embed``), each defining ``TASK``; the YAML's ``kind`` picks the file.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Setting:
+    """The run-level knobs a task reads (from the top-level config)."""
+
+    data_dir: str
+    calib: int
+    seed: int
+    seqlen: int
+    calib_batch_size: int = 4
+    calib_data: str = "c4"
+    eval_windows: int | None = None
+    eval_batch_size: int = 1
+
+
+def sample(pool: Sequence, n: int, seed: int, what: str = "examples", source: str = "the calibration pool",
+           ordered: bool = False) -> list:
+    """``n`` items of ``pool`` drawn without replacement with ``seed`` (in draw order, or pool order when
+    ``ordered``); the one "calib too large" message."""
+    if n > len(pool):
+        raise UserError(f"calib={n} asks for {n} {what} but {source} holds only {len(pool)}; lower calib")
+    pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:n]
+    if ordered:
+        pick = pick.sort().values
+    return [pool[i] for i in pick.tolist()]
+
+
+class Task(ABC):
+    """One task kind. ``cfg`` is the task's YAML as a dict; ``tok`` the model's tokenizer."""
+
+    def __init__(self, cfg: dict, tok, setting: Setting):
+        self.cfg, self.tok, self.setting = cfg, tok, setting
+        self.name = cfg["name"]
+        self.metric = f"{cfg['metric']}_{cfg['datasets'][0]}"  # the headline metric's row key
+
+    @property
+    def calib_source(self) -> str:
+        """What the calibration data is, for the row (a corpus or the task itself)."""
+        return self.name
+
+    @abstractmethod
+    def calibration(self) -> list[dict]:
+        """Model-input batches (input_ids, attention_mask, ...) of the ``calib`` calibration examples."""
+
+    def labelled(self) -> list[dict] | None:
+        """Batches with labels (the task loss) for methods that need gradients; None if the task has none."""
+        return None
+
+    @property
+    @abstractmethod
+    def cost_seqlen(self) -> int:
+        """The sequence length attention FLOPs are priced at (the evaluation data's length)."""
+
+    def prepare(self, dense, device) -> None:
+        """Called once with the dense model before any evaluation (e.g. reference outputs)."""
+
+    @abstractmethod
+    def evaluate(self, model, device) -> dict:
+        """Metrics of ``model`` (already on ``device``), including the split they were measured on."""

@@ -1,0 +1,93 @@
+"""Language modelling: perplexity by the pruning papers' protocol (SparseGPT/Wanda/FLAP/SliceGPT):
+token-level NLL over non-overlapping windows of ``seqlen`` tokens of the joined test text; the tail
+shorter than a window is dropped; C4 keeps the first 256 windows. Calibration: ``calib`` non-overlapping
+windows of ``seqlen`` tokens drawn (seeded) from a corpus' train split; labelled batches are the same
+windows with the next-token loss."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data import CORPORA, corpus_rows, corpus_text, tokenize
+from ..errors import UserError
+from .base import Setting, Task, sample
+
+MAX_WINDOWS = {"c4": 256}
+
+
+def eval_ids(tokenizer, corpus: str, data_dir: str) -> torch.Tensor:
+    return tokenize(tokenizer, corpus_text(corpus, "validation" if corpus == "c4" else "test", data_dir))
+
+
+@torch.no_grad()
+def perplexity(model, ids: torch.Tensor, seqlen: int, max_windows: int | None = None, batch_size: int = 1,
+               device="cpu", desc: str = "ppl") -> dict:
+    """ids: (1, L). Returns {'ppl', 'nll', 'tokens', 'windows'}."""
+    n = ids.shape[1] // seqlen
+    if max_windows:
+        n = min(n, max_windows)
+    if n == 0:
+        raise ValueError(f"text of {ids.shape[1]} tokens is shorter than one window of {seqlen}")
+    windows = ids[0, : n * seqlen].view(n, seqlen)
+    nll, count = 0.0, 0
+    for i in tqdm(range(0, n, batch_size), desc=desc, leave=False):
+        x = windows[i: i + batch_size].to(device)  # (b, T)
+        logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()  # (b, T-1, V)
+        nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
+        count += x[:, 1:].numel()
+    return {"ppl": math.exp(nll / count), "nll": nll / count, "tokens": count, "windows": n}
+
+
+def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, data_dir: str,
+                        split: str = "train") -> torch.Tensor:
+    """(n, seqlen) token windows drawn without replacement (seeded) from the corpus' train split."""
+    if corpus == "c4":
+        text = "\n\n".join(corpus_rows(corpus, split, data_dir))
+    else:
+        text = corpus_text(corpus, split, data_dir)
+    ids = tokenize(tokenizer, text)[0]
+    avail = ids.numel() // seqlen
+    pick = sample(range(avail), n, seed, f"sequences of {seqlen} tokens", f"{corpus}/{split}", ordered=True)
+    return ids[: avail * seqlen].view(avail, seqlen)[torch.tensor(pick, dtype=torch.long)]
+
+
+class LMTask(Task):
+    """Perplexity on ``datasets`` (task YAML); calibration on ``calib_data`` (top-level config)."""
+
+    def __init__(self, cfg: dict, tok, setting: Setting):
+        super().__init__(cfg, tok, setting)
+        for ds in [*cfg["datasets"], setting.calib_data]:
+            if ds not in CORPORA:
+                raise UserError(f"unknown corpus '{ds}' in task {self.name} or calib_data; choose from {', '.join(CORPORA)}")
+        s = setting
+        self._calib = calibration_windows(tok, s.calib_data, s.calib, s.seqlen, s.seed, s.data_dir)
+        self.sets = {ds: eval_ids(tok, ds, s.data_dir) for ds in cfg["datasets"]}
+
+    @property
+    def calib_source(self) -> str:
+        return self.setting.calib_data
+
+    @property
+    def cost_seqlen(self) -> int:
+        return self.setting.seqlen
+
+    def calibration(self) -> list[dict]:
+        return [{"input_ids": x} for x in self._calib.split(self.setting.calib_batch_size)]
+
+    def labelled(self) -> list[dict]:
+        bs = self.cfg.get("label_batch_size") or self.setting.calib_batch_size
+        return [{"input_ids": x, "labels": x} for x in self._calib.split(bs)]
+
+    def evaluate(self, model, device) -> dict:
+        s, res = self.setting, {}
+        for ds, ids in self.sets.items():
+            r = perplexity(model, ids, s.seqlen, s.eval_windows or MAX_WINDOWS.get(ds), s.eval_batch_size, device,
+                           desc=f"ppl {ds}")
+            res[f"ppl_{ds}"], res[f"windows_{ds}"] = r["ppl"], r["windows"]
+        return res
+
+
+TASK = LMTask
