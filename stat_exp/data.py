@@ -1,5 +1,5 @@
 """Text corpora for calibration and perplexity: local files under ``data_dir`` first, the HF hub for
-online users. Layouts follow ../shared/data/MANIFEST.md and the pruning papers' recipes:
+online users. Layouts (paths under the data directory below) follow the pruning papers' recipes:
 
 - wikitext2: ``"\\n\\n".join`` of the test rows (lines of wiki.test.raw, blank lines -> "")
 - ptb:       ``" ".join`` of the lines of ptb.test.txt

@@ -1,13 +1,13 @@
 """The one pipeline, a recipe: validate → load → task → dense row → calibrate once → per method and
-budget: plan and slice, evaluate, check the budget, log a row → curve. Together with ``config`` the only
-module that reads the Hydra config; everything below it takes plain values."""
+budget: plan and slice, evaluate, check the budget, log a row → curve. It reads the Hydra config (with
+``config``); methods, tasks, the engine and the core below it take plain values."""
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import random
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from .config import method_options, output_dir, sweep_group, validate
 from .core.cost import CostModel, count_params, model_flops
 from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer
+from .engine.saving import save_pruned
+from .finetune import task_model
 from .latency import Probe
 from .tracking import Tracker, read_rows
 
@@ -31,26 +33,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_model(cfg, device):
-    """The model config to prune. A task with a fine-tuning recipe whose head the model does not have (a base
-    encoder for GLUE/SQuAD) gets the base model fine-tuned first (cached under paths.checkpoint_dir); a
-    checkpoint that already has the task's head is used as is."""
-    if not cfg.task.get("finetune") or cfg.model.get("head") == cfg.task.head:
-        return cfg.model
-    from .finetune import finetune
-
-    path = finetune(cfg.model, cfg.task, cfg.paths.data_dir, cfg.paths.checkpoint_dir, cfg.seed, device)
-    return OmegaConf.create({**OmegaConf.to_container(cfg.model, resolve=True), "id": str(path), "head": cfg.task.head})
-
-
-def build_task(cfg) -> tuple[tasks.Task, int]:
+def build_task(cfg) -> tasks.Task:
     """The task, from the model's config and tokenizer alone (no weights): data read, calibration drawn."""
     config = load_config(cfg.model)
     adapter_for(config)  # an unknown family fails here, in seconds
     ctx_len = getattr(config, "max_position_embeddings", None) or cfg.seqlen
     setting = tasks.Setting(str(cfg.paths.data_dir), int(cfg.calib), int(cfg.seed), min(int(cfg.seqlen), int(ctx_len)),
                             int(cfg.calib_batch_size), str(cfg.calib_data), cfg.eval_windows, int(cfg.eval_batch_size))
-    return tasks.build(OmegaConf.to_container(cfg.task, resolve=True), load_tokenizer(cfg.model), setting), setting.seqlen
+    return tasks.build(OmegaConf.to_container(cfg.task, resolve=True), load_tokenizer(cfg.model), setting)
 
 
 class Rows:
@@ -87,12 +77,41 @@ def evaluate(task: tasks.Task, model, device) -> dict:
     return {**res, "eval_s": time.perf_counter() - t}
 
 
-def save(out, name: str, budget: float, model, tok, plan) -> None:
-    d = out / f"pruned_{name}_{budget:g}"
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    (d / "plan.json").write_text(json.dumps(plan.to_json()))
-    log.info("saved %s (reload: `import stat_exp; stat_exp.register()`, then AutoModel….from_pretrained)", d)
+@dataclass
+class Shared:
+    """What every method of a run shares: the dense model, its task, calibration inputs and row logger."""
+
+    model: object
+    tok: object
+    adapter: object
+    task: tasks.Task
+    cost: CostModel
+    cap: object
+    rows: Rows
+    device: str
+    cache_key: dict
+    timings: dict
+
+
+def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
+    """Calibrate ``name`` once on the dense model, then per budget: prune a copy, evaluate, log, save."""
+    cls, _ = methods.resolve(name)
+    method = methods.build(name, method_options(cfg, name, cls.uses_sketch))
+    ctx = methods.Context(s.model, s.adapter, s.cost, s.device, cfg.seed, cache_dir=cfg.paths.cache_dir,
+                          cache_key=s.cache_key, labelled=s.task.labelled() if cls.needs_labels else None)
+    t = time.perf_counter()
+    method.calibrate(ctx, s.cap)
+    timings = {**s.timings, "calibrate_s": time.perf_counter() - t}
+    for b in budgets:
+        t = time.perf_counter()
+        pruned = copy.deepcopy(s.model).cpu()
+        plan = method.prune(pruned, b)
+        stages = {f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}
+        extra = {**timings, "prune_s": time.perf_counter() - t, **stages}
+        s.rows.log(name, b, pruned, {**evaluate(s.task, pruned, s.device), **extra})
+        if cfg.save_model:
+            save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan)
+        del pruned
 
 
 def run_experiment(cfg: DictConfig) -> list[dict]:
@@ -107,7 +126,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     seed_everything(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     t = time.perf_counter()
-    task, seqlen = build_task(cfg)
+    task = build_task(cfg)
     calibration = task.calibration()
     model_cfg = task_model(cfg, device)
     model, tok = load(model_cfg)
@@ -125,34 +144,15 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                                                                 device))
         if ("dense", 1.0) not in done and cfg.dense:
             rows.log("dense", 1.0, model, {**evaluate(task, model, device), **timings})
-        if not todo:
-            return rows.logged
         t = time.perf_counter()
-        cap = capture_inputs(model, adapter, calibration, device)
-        timings = {"capture_s": time.perf_counter() - t}
-        cache_key = {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,
-                     "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": cfg.model.get("dtype")}
+        cap = capture_inputs(model, adapter, calibration, device) if todo else None
+        key = {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,
+               "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": cfg.model.get("dtype")}
+        shared = Shared(model, tok, adapter, task, cost, cap, rows, device, key, {"capture_s": time.perf_counter() - t})
         for name in spec["methods"]:
             budgets = [b for b in spec["budgets"] if (name, b) not in done]
-            if not budgets:
-                continue
-            cls, _ = methods.resolve(name)
-            method = methods.build(name, method_options(cfg, name, cls.uses_sketch))
-            ctx = methods.Context(model, adapter, cost, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
-                                  cache_key=cache_key, labelled=task.labelled() if cls.needs_labels else None)
-            t = time.perf_counter()
-            method.calibrate(ctx, cap)
-            timings["calibrate_s"] = time.perf_counter() - t
-            for b in budgets:
-                t = time.perf_counter()
-                pruned = copy.deepcopy(model).cpu()
-                plan = method.prune(pruned, b)
-                stages = {f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}
-                extra = {**timings, "prune_s": time.perf_counter() - t, **stages}
-                rows.log(name, b, pruned, {**evaluate(task, pruned, device), **extra})
-                if cfg.save_model:
-                    save(out, name, b, pruned, tok, plan)
-                del pruned
+            if budgets:
+                run_method(cfg, name, budgets, shared, out)
         return rows.logged
     finally:
         tracker.finish(task.metric)

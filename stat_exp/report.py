@@ -19,7 +19,7 @@ import csv
 import statistics
 from pathlib import Path
 
-from .tracking import read_rows
+from .tracking import plot_lines, read_rows
 
 METRIC_PREFIXES = ("ppl_", "accuracy_", "f1_", "exact_", "matthews_", "pearson_", "spearman_", "cos_")
 ID_COLS = ("run", "model", "task", "method", "budget", "seed", "calib", "flops_ratio", "params_ratio")
@@ -97,13 +97,8 @@ def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | None 
 
 def plot(path: Path, rows: list[dict], metric: str) -> None:
     """One line per method: mean metric vs mean FLOPs kept per budget, error bars = std over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = _headline(rows[0], metric)
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    lines = {}
     for meth in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
         xs, ys, es = [], [], []
         for b in sorted({r["budget"] for r in rows if r["method"] == meth}):
@@ -113,44 +108,21 @@ def plot(path: Path, rows: list[dict], metric: str) -> None:
                 xs.append(statistics.fmean(r["flops_ratio"] for r in rs))
                 ys.append(mu)
                 es.append(sd)
-        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3, label=meth)
+        lines[meth] = (xs, ys, es)
     dense = [r[m] for r in rows if r["method"] == "dense" and r.get(m) is not None]
-    if dense:
-        ax.plot([1.0], [statistics.fmean(dense)], "k*", markersize=10, label="dense")
-    if m.startswith("ppl"):
-        ax.set_yscale("log")
-    ax.set_xlabel("fraction of prunable FLOPs kept")
-    ax.set_ylabel(m)
-    ax.set_title(str(rows[0].get("task")))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_lines(path, lines, m, "fraction of prunable FLOPs kept", statistics.fmean(dense) if dense else None,
+               title=str(rows[0].get("task")))
 
 
 def _plot_by(out: Path, rows: list[dict], metric: str, by: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     m = _headline(rows[0], metric)
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    lines = {}
     for (meth, b) in dict.fromkeys((r["method"], r["budget"]) for r in rows if r["method"] != "dense"):
         rs = [r for r in rows if r["method"] == meth and r["budget"] == b and r.get(m) is not None]
         keys = sorted({r[by] for r in rs})
         stats = [_stats([r[m] for r in rs if r[by] == k]) for k in keys]
-        ax.errorbar(keys, [s[0] for s in stats], yerr=[s[1] for s in stats], fmt="o-", capsize=3,
-                    label=f"{meth} @ {b:g}")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel(by)
-    ax.set_ylabel(m)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / f"by_{by}.png")
-    plt.close(fig)
+        lines[f"{meth} @ {b:g}"] = (keys, [s[0] for s in stats], [s[1] for s in stats])
+    plot_lines(out / f"by_{by}.png", lines, m, by, log2x=True)
 
 
 def main(argv=None) -> None:

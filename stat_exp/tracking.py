@@ -104,25 +104,41 @@ def write_curve(out: Path, rows: list[dict], metric: str) -> None:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
+    dense = [r[metric] for r in rows if r["method"] == "dense" and r.get(metric) is not None][:1]
+    lines = {}
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
+        rs = sorted((r for r in rows if r["method"] == method and r.get(metric) is not None),
+                    key=lambda r: r["flops_ratio"])
+        pts = [(r["flops_ratio"], r[metric]) for r in rs] + [(1.0, d) for d in dense]  # every curve ends at dense
+        lines[method] = ([x for x, _ in pts], [y for _, y in pts], None)
+    plot_lines(out / "curve.png", lines, metric, "FLOPs kept (fraction of prunable, dense = 1)",
+               dense=dense[0] if dense else None)
+
+
+def plot_lines(path: Path, lines: dict, metric: str, xlabel: str, dense: float | None = None, title: str | None = None,
+               log2x: bool = False) -> None:
+    """The one figure style: ``lines`` = {label: (xs, ys, yerr or None)}; a star for the dense model at x = 1;
+    log scale for perplexities."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
-    dense = [r for r in rows if r["method"] == "dense" and r.get(metric) is not None][:1]
-    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
-        rs = sorted((r for r in rows if r["method"] == method and r.get(metric) is not None),
-                    key=lambda r: r["flops_ratio"]) + dense  # every curve starts at the dense model
-        ax.plot([r["flops_ratio"] for r in rs], [r[metric] for r in rs], "o-", label=method)
-    if dense:
-        ax.plot([1.0], [dense[0][metric]], "k*", markersize=10, label="dense")
-    ax.set_xlabel("FLOPs kept (fraction of prunable, dense = 1)")
-    ax.set_ylabel(metric)
+    for label, (xs, ys, es) in lines.items():
+        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3 if es else 0, label=label)
+    if dense is not None:
+        ax.plot([1.0], [dense], "k*", markersize=10, label="dense")
     if metric.startswith("ppl"):
         ax.set_yscale("log")
+    if log2x:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "curve.png")
+    fig.savefig(path)
     plt.close(fig)

@@ -87,7 +87,7 @@ def test_plain_class_load_refuses_pruned_checkpoint(tmp_path):
 
     model, _ = tiny_model("llama")
     apply_plan(model, _plan(model, lambda li, k, n: [0])).save_pretrained(tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):  # a size mismatch, never a re-init
         transformers.LlamaForCausalLM.from_pretrained(tmp_path)
 
 
@@ -104,3 +104,14 @@ def test_unknown_family_is_one_line():
 
     with pytest.raises(UserError, match="no adapter for model_type 'gpt_neo'"):
         get_adapter(M())
+
+
+def test_unit_sum_inverts_unit_columns():
+    from stat_exp.core.units import unit_sum
+
+    x = torch.arange(12.0)
+    assert unit_sum(x, 3).tolist() == [3.0, 12.0, 21.0, 30.0]
+    M = torch.arange(36.0).reshape(6, 6)
+    U = unit_sum(M, 2)
+    cols = unit_index([1], 2)
+    assert U[1, 1] == M[cols][:, cols].sum() and U.shape == (3, 3)

@@ -41,13 +41,29 @@ def _run(*args, env_extra=None, timeout=300):
     (["model=tiny_llama", "paths.data_dir=/nonexistent/data"], "data directory '/nonexistent/data' does not exist"),
     (["model=llama2_7b"], "hub is unreachable"),
     (["model=tiny_llama", "model.id=/no/such/dir"], "model path /no/such/dir does not exist"),
+    (["model=tiny_llama", "seqlen=-5"], "seqlen=-5 must be a positive integer"),
+    (["model=tiny_llama", "calib=0"], "calib=0 must be a positive integer"),
+    (["model=tiny_llama", "budget_kind=bytes"], "budget_kind='bytes'; choose one of flops, params"),
 ])
 def test_bad_input_one_line(args, needle, tmp_path):
     r = _run(*args, f"hydra.run.dir={tmp_path}")
-    assert r.returncode != 0
+    assert r.returncode == 2, r.stderr[-2000:]
     err_lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err_lines) == 1 and needle in err_lines[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
+
+
+def test_unknown_family_fails_from_the_config_alone(tmp_path):
+    """A checkpoint of a family with no adapter is refused from its config.json, before any weight is read:
+    the directory holds no weights at all."""
+    import transformers
+
+    transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    r = _run("model=tiny_llama", f"model.id={tmp_path / 'gpt2'}", f"hydra.run.dir={tmp_path}/out")
+    assert r.returncode == 2
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "no adapter for model_type 'gpt2'" in err[0], r.stderr[-2000:]
+    assert not (tmp_path / "out" / "results.jsonl").exists()
 
 
 def test_multirun_literal_command(tmp_path):
@@ -88,30 +104,53 @@ def test_slurm_submission_with_fake_sbatch_srun(tmp_path):
 
 def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
     """Ctrl-C during job 1 of a 3-job multirun; the rerun keeps job 0's rows untouched, no row is duplicated or
-    torn, and every job ends with its dense + stat rows."""
+    torn, and every job ends with its dense + stat rows. Deterministic: job 1's test text is a FIFO, so job 1
+    blocks reading it until the test has sent the interrupt (no timing involved)."""
+    import json
     import os
     import signal
     import time
 
-    args = [sys.executable, "run.py", "-m", "model=tiny_llama", "debug=fast", "budget=0.5", "calib=2,3,4",
-            f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/cache"]
+    from conftest import DATA, need_data
+
+    need_data("wikitext2/wiki.test.raw", "c4/c4-train.00000-of-01024.first1041.jsonl")
+    dirs = []
+    for j in range(3):
+        d = tmp_path / f"data{j}"
+        (d / "wikitext2").mkdir(parents=True)
+        (d / "c4").symlink_to((DATA / "c4").resolve())
+        text = d / "wikitext2" / "wiki.test.raw"
+        os.mkfifo(text) if j == 1 else text.symlink_to((DATA / "wikitext2" / "wiki.test.raw").resolve())
+        dirs.append(str(d))
+    fifo = tmp_path / "data1" / "wikitext2" / "wiki.test.raw"
+    args = [sys.executable, "run.py", "-m", "model=tiny_llama", "debug=fast", "budget=0.5", "calib=2",
+            f"paths.data_dir={','.join(dirs)}", f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/cache"]
     p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    first = None
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        done = [j for j in (tmp_path / "sweep").glob("0_*/results.jsonl") if j.read_text().count("\n") >= 2]
-        if done and list((tmp_path / "sweep").glob("1_*")):
-            first = done[0]
-            break
-        time.sleep(0.2)
-    assert first is not None, "job 0 did not finish in time"
-    os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole process group
-    p.wait(timeout=60)
+    writer = None
+    try:
+        while writer is None and p.poll() is None:  # job 1 has opened the FIFO: it is blocked reading it
+            try:
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.1)
+        assert writer is not None, "the sweep ended before job 1 read its data"
+        os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole process group
+        p.wait(timeout=120)
+    finally:
+        if writer is not None:
+            os.close(writer)
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    sweep = tmp_path / "sweep"
+    [first] = sweep.glob("0_*/results.jsonl")
     before = first.read_text()
-    assert not list((tmp_path / "sweep").glob("2_*/results.jsonl"))
+    assert [json.loads(x)["method"] for x in before.splitlines()] == ["dense", "stat"]
+    assert not list(sweep.glob("1_*/results.jsonl")) and not list(sweep.glob("2_*"))
+    fifo.unlink()
+    fifo.symlink_to((DATA / "wikitext2" / "wiki.test.raw").resolve())
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert first.read_text() == before  # finished job skipped
-    for j in sorted((tmp_path / "sweep").glob("[0-2]_*")):
+    for j in sorted(sweep.glob("[0-2]_*")):
         lines = (j / "results.jsonl").read_text().splitlines()
-        assert [__import__("json").loads(x)["method"] for x in lines] == ["dense", "stat"], j
+        assert [json.loads(x)["method"] for x in lines] == ["dense", "stat"], j

@@ -8,6 +8,7 @@ from stat_exp.engine.models import tiny_model
 
 
 def test_layer_flops_match_counter(tiny):
+    """Per layer, and for the whole model, the analytic count equals torch's FlopCounterMode (eager attention)."""
     model, _ = tiny
     model.set_attn_implementation("eager")
     ad = get_adapter(model)
@@ -16,14 +17,16 @@ def test_layer_flops_match_counter(tiny):
     with FlopCounterMode(display=False) as fc:
         with torch.no_grad():
             model(input_ids=x)
-    counted = fc.get_total_flops()
+    counts = {k: sum(v.values()) for k, v in fc.get_flop_counts().items()}
+    layer_names = sorted((k for k in counts if k.rsplit(".", 1)[-1].isdigit()), key=lambda k: int(k.rsplit(".", 1)[1]))
+    layers = ad.layers(model)
+    assert len(layer_names) == len(layers)
+    for name, layer in zip(layer_names, layers):
+        assert layer_flops(ad, layer, T) * T == counts[name], name
     f = model_flops(ad, model, T)
-    assert f["prunable"] * T == sum(layer_flops(ad, layer, T) for layer in ad.layers(model)) * T
-    if hasattr(model, "lm_head"):          # decoders: everything is per token
-        assert f["total"] * T == counted
-    else:                                   # encoders: no head here; pooler is absent in AutoModel? count layers
-        layers_only = counted - (f["total"] - f["prunable"]) * (T if not hasattr(model, "pooler") or model.pooler is None else 1)
-        assert f["prunable"] * T == layers_only
+    assert f["prunable"] * T == sum(counts[n] for n in layer_names)
+    if hasattr(model, "lm_head"):  # decoders: the LM head is the only Linear outside the layers, per token
+        assert f["total"] * T == fc.get_total_flops()
 
 
 def test_unit_costs_add_up(tiny):

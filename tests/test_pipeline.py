@@ -138,10 +138,22 @@ def test_latency_is_measured_for_dense_and_pruned(tmp_path):
         dense["latency_ms"] / pruned["latency_ms"])
 
 
-def test_wandb_group_is_none_outside_a_multirun():
+def test_wandb_group_is_the_sweep_directory_in_a_multirun():
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
     from stat_exp.config import sweep_group
 
-    assert sweep_group() is None
+    assert sweep_group() is None  # not inside a Hydra app
+    hc = HydraConfig.instance()
+    try:
+        for mode, want in ((RunMode.MULTIRUN, "2026-01-02_03-04-05"), (RunMode.RUN, None)):
+            hc.cfg = OmegaConf.create({"hydra": {"mode": mode, "sweep": {"dir": "outputs/multirun/2026-01-02_03-04-05"},
+                                                 "runtime": {"output_dir": "x"}}})
+            assert sweep_group() == want
+    finally:
+        hc.cfg = None
 
 
 def test_report_by_column_keeps_one_dense_row():
@@ -153,3 +165,28 @@ def test_report_by_column_keeps_one_dense_row():
              for c, v in ((8, 30.0), (16, 20.0))]
     md = table(rows, "ppl_x", by="calib")
     assert md.count("| dense |") == 1 and "| stat calib=8 | 30.00 (0.500) |" in md and "| stat calib=16 | 20.00" in md
+
+
+def test_rows_log_the_constrained_quantity(tmp_path):
+    """A params budget is checked and logged as the layers' parameter ratio (``achieved``), not FLOPs."""
+    rows = run_experiment(_cfg(tmp_path, "budget_kind=params", "baselines=[flap]", "budget=[0.6]"))
+    for r in rows:
+        assert r["budget_kind"] == "params" and r["achieved"] <= r["budget"] + 1e-9
+    flap = [r for r in rows if r["method"] == "flap"][0]
+    assert flap["achieved"] != pytest.approx(flap["flops_ratio"], abs=1e-6)  # a different quantity at seqlen 64
+
+
+def test_a_method_over_its_budget_fails_loudly(tmp_path, monkeypatch):
+    from stat_exp.methods import CLASSES
+    from stat_exp.methods.simple import Random
+
+    class Greedy(Random):  # keeps every unit whatever the budget
+        name = "random"
+
+        def plan(self, budget):
+            return self.new_plan([list(range(n)) for n in self.ctx.n_units], budget=budget)
+
+    monkeypatch.setitem(CLASSES, "random", Greedy)
+    with pytest.raises(RuntimeError, match="random overshot its budget: kept 1.000000 of the layers' flops"):
+        run_experiment(_cfg(tmp_path, "baselines=[random]", "budget=[0.5]"))
+    assert [r["method"] for r in read_rows(tmp_path / "results.jsonl")] == ["dense", "stat"]

@@ -215,3 +215,21 @@ def test_dense_target_needs_sequential():
 
     with pytest.raises(UserError, match="target=dense needs propagate=pruned"):
         methods.build("stat", target="dense")
+
+
+def test_ridge_solve_against_numpy():
+    """The one regularised solve: (A + λ·mean diag(A)·I) X = B, for a matrix and a vector right-hand side, and
+    on a singular A (least-squares fallback when λ = 0)."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    Z = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    A, B = Z.T @ Z, torch.randn(6, 3, generator=g, dtype=torch.float64)
+    lam = 1e-3 * float(A.diagonal().mean())
+    want = np.linalg.solve(A.numpy() + lam * np.eye(6), B.numpy())
+    np.testing.assert_allclose(linalg.ridge_solve(A, B, 1e-3).numpy(), want, rtol=1e-10)
+    np.testing.assert_allclose(linalg.ridge_solve(A, B[:, 0], 1e-3).numpy(), want[:, 0], rtol=1e-10)
+    S = torch.zeros(3, 3, dtype=torch.float64)
+    S[0, 0] = 2.0
+    x = linalg.ridge_solve(S, torch.tensor([4.0, 0.0, 0.0], dtype=torch.float64), 0.0)
+    assert torch.allclose(x, torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64))

@@ -8,6 +8,9 @@ layer at its recorded width. After ``stat_exp.register()`` (``register_auto_clas
 from __future__ import annotations
 
 import importlib
+import json
+import logging
+from pathlib import Path
 
 from torch import nn
 
@@ -15,6 +18,8 @@ from ..adapters import ADAPTERS, get_adapter
 from ..adapters.base import Adapter
 from ..core.plan import SitePlan
 from .surgery import apply_site, ensure_bias
+
+log = logging.getLogger(__name__)
 
 _PRUNED_CLASSES: dict[str, type] = {}
 
@@ -99,3 +104,11 @@ def register_auto_classes() -> None:
                     getattr(transformers, auto_name).register(cfg_cls, cls)
                 except ValueError:
                     pass
+
+
+def save_pruned(d: Path, model: nn.Module, tok, plan) -> None:
+    """``save_pretrained`` of a pruned model and its tokenizer into ``d``, with its plan as plan.json."""
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    (Path(d) / "plan.json").write_text(json.dumps(plan.to_json()))
+    log.info("saved %s (reload: `import stat_exp; stat_exp.register()`, then AutoModel….from_pretrained)", d)

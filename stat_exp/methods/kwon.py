@@ -1,5 +1,5 @@
 """Kwon et al. 2022, *A Fast Post-Training Pruning Framework for Transformers*, written from the description in
-../shared/docs/BASELINES.md (not from their code), on this project's sites, cost model and surgery:
+their paper (not from their code), on this project's sites, cost model and surgery:
 
 1. Fisher importance: a multiplicative mask (all ones) on every unit's consumer input (a head's context
    vector, an FFN neuron's activation); per labelled mini-batch the task loss's gradient g_b w.r.t. the masks;

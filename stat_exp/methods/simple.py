@@ -1,4 +1,4 @@
-"""Cheap baselines (../shared/docs/BASELINES.md): random, magnitude, Wanda-sp, FLAP."""
+"""Cheap baselines (see the README's method list): random, magnitude, Wanda-sp, FLAP."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
-"""GLUE: the task (fine-tuned sequence classification/regression, dev metrics), local readers for the staged files (../shared/data/MANIFEST.md), the hub's ``nyu-mll/glue`` for
+"""GLUE: the task (fine-tuned sequence classification/regression, dev metrics), local readers for the
+GLUE files under the data directory (``glue/<TASK>/...tsv``), the hub's ``nyu-mll/glue`` for
 online users, and the standard metrics computed with scikit-learn/scipy (``evaluate.load`` needs the hub).
 
 Each task has a ``train`` and an ``eval`` split of :class:`Example` s. Where the local data has no train
