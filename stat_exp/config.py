@@ -13,16 +13,45 @@ GROUPS = ("model", "task", "method", "sketch", "logger", "paths", "experiment", 
 
 
 def check_overrides(argv: list[str], conf_dir: Path) -> None:
-    """Unknown group options (``model=nope``) as one line, before Hydra prints its long report."""
+    """Unknown group options (``model=nope``) and unknown keys (``budgte=0.5``, with the closest known key) as
+    one line, before Hydra prints its long report."""
+    plain = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not eq or key not in GROUPS or value in ("null", ""):
+        if not eq or arg.startswith(("-", "+", "~", "hydra")) or "/" in key:
+            continue
+        if key not in GROUPS:
+            plain.append(key)
+            continue
+        if value in ("null", ""):
             continue
         options = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
         for v in value.split(","):
             if v not in options:
                 raise UserError(f"unknown {key} '{v}'; choose one of: {', '.join(options)}")
+    if plain:
+        _check_keys(plain, [a.split(",")[0] for a in argv if a.partition("=")[0] in GROUPS], conf_dir)
+
+
+def _check_keys(keys: list[str], group_choices: list[str], conf_dir: Path) -> None:
+    """Every ``key`` must exist in the config composed with the chosen groups."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(Path(conf_dir).resolve())):
+        cfg = compose(config_name="config", overrides=[c for c in group_choices if not c.endswith("=")])
+    missing = object()
+    for key in keys:
+        if OmegaConf.select(cfg, key, default=missing, throw_on_resolution_failure=False) is not missing:
+            continue
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, throw_on_resolution_failure=False) if parent else cfg
+        known = [str(k) for k in node.keys()] if OmegaConf.is_dict(node) else []
+        close = difflib.get_close_matches(leaf, known, n=1)
+        hint = f"did you mean '{(parent + '.') if parent else ''}{close[0]}'?" if close else \
+            f"known keys here: {', '.join(sorted(known))}"
+        raise UserError(f"unknown config key '{key}'; {hint} (to add a new key: +{key}=...)")
 
 
 def budgets(raw) -> list[float]:
@@ -59,9 +88,13 @@ def validate(cfg) -> dict:
     if cfg.get("eval_windows") is not None:
         _positive_int(cfg, "eval_windows", "40")
     out["methods"] = list(dict.fromkeys([cfg.method.name, *(cfg.get("baselines") or [])]))
+    task = tasks.module(cfg.task.kind).TASK
     for name in out["methods"]:
-        methods.resolve(name)
-    tasks.module(cfg.task.kind)
+        cls, _ = methods.resolve(name)
+        methods.build(name, method_options(cfg, name, cls.uses_sketch))  # bad options fail here
+        if cls.needs_labels and not task.has_labels:
+            raise UserError(f"method {name} needs labelled batches (gradients of the task loss); task "
+                            f"{cfg.task.name} has none: use a language-model, GLUE or SQuAD task")
     return out
 
 

@@ -98,7 +98,8 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     cls, _ = methods.resolve(name)
     method = methods.build(name, method_options(cfg, name, cls.uses_sketch))
     ctx = methods.Context(s.model, s.adapter, s.cost, s.device, cfg.seed, cache_dir=cfg.paths.cache_dir,
-                          cache_key=s.cache_key, labelled=s.task.labelled() if cls.needs_labels else None)
+                          cache_key=s.cache_key, cache_max_bytes=int(float(cfg.paths.get("cache_max_gb", 4)) * 2**30),
+                          labelled=s.task.labelled() if cls.needs_labels else None)
     t = time.perf_counter()
     method.calibrate(ctx, s.cap)
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}
@@ -107,7 +108,7 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
         pruned = copy.deepcopy(s.model).cpu()
         plan = method.prune(pruned, b)
         stages = {f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}
-        extra = {**timings, "prune_s": time.perf_counter() - t, **stages}
+        extra = {**timings, "prune_s": time.perf_counter() - t, **stages, **method.row_info()}
         s.rows.log(name, b, pruned, {**evaluate(s.task, pruned, s.device), **extra})
         if cfg.save_model:
             save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan)
@@ -137,9 +138,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     base = {"model": cfg.model.name, "task": cfg.task.name, "metric": task.metric, "calib": cfg.calib,
             "seqlen": task.cost_seqlen, "seed": cfg.seed, "calib_data": task.calib_source}
     logger = cfg.logger if cfg.get("logger") else {}
-    tracker = Tracker(out, OmegaConf.to_container(cfg, resolve=True), logger.get("wandb"), name=out.name,
-                      group=logger.get("group") or sweep_group())
-    try:
+    with Tracker(out, OmegaConf.to_container(cfg, resolve=True), logger.get("wandb"), name=out.name,
+                 group=logger.get("group") or sweep_group(), metric=task.metric) as tracker:
         rows = Rows(tracker, model, adapter, cost, base, Probe(model, cfg.get("latency"), task.cost_seqlen, cfg.seed,
                                                                 device))
         if ("dense", 1.0) not in done and cfg.dense:
@@ -154,6 +154,3 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             if budgets:
                 run_method(cfg, name, budgets, shared, out)
         return rows.logged
-    finally:
-        tracker.finish(task.metric)
-        tracker.close()

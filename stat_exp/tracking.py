@@ -32,9 +32,12 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 class Tracker:
+    """Sinks of one run. As a context manager it writes the curve on exit and closes W&B, marking the W&B run
+    failed (exit code 1) when the block raised."""
+
     def __init__(self, out_dir: str | Path, config: dict, wandb_cfg: dict | None, name: str = "run",
-                 group: str | None = None):
-        self.out = Path(out_dir)
+                 group: str | None = None, metric: str | None = None):
+        self.out, self.metric = Path(out_dir), metric
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = self.out / "results.jsonl"
         _drop_torn_tail(self.path)
@@ -47,8 +50,8 @@ class Tracker:
             f.write(json.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
-        if self.run is not None:
-            self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if self.run is not None:  # strings too (method, task), so W&B's own charts can group by them
+            self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float, str))})
 
     def finish(self, metric: str) -> None:
         rows = read_rows(self.path)
@@ -63,10 +66,19 @@ class Tracker:
                               "curve": wandb.plot.line(table, "flops_ratio", metric, stroke="method",
                                                        title=f"{metric} vs FLOPs kept")})
 
-    def close(self) -> None:
+    def close(self, exit_code: int = 0) -> None:
         if self.run is not None:
-            self.run.finish()
+            self.run.finish(exit_code=exit_code)
             self.run = None
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.finish(self.metric)
+        finally:
+            self.close(exit_code=0 if exc_type is None else 1)
 
 
 def _wandb_init(cfg: dict, config: dict, out: Path, name: str, group: str | None):

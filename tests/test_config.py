@@ -44,10 +44,15 @@ def _run(*args, env_extra=None, timeout=300):
     (["model=tiny_llama", "seqlen=-5"], "seqlen=-5 must be a positive integer"),
     (["model=tiny_llama", "calib=0"], "calib=0 must be a positive integer"),
     (["model=tiny_llama", "budget_kind=bytes"], "budget_kind='bytes'; choose one of flops, params"),
+    (["budgte=0.5"], "unknown config key 'budgte'; did you mean 'budget'?"),
+    (["model=tiny_llama", "method.options.correction=bogus"], "method option correction='bogus'"),
+    (["model=tiny_bert", "task=stsb_embed", "method=kwon"], "method kwon needs labelled batches"),
 ])
 def test_bad_input_one_line(args, needle, tmp_path):
-    r = _run(*args, f"hydra.run.dir={tmp_path}")
+    out = tmp_path / "run"
+    r = _run(*args, f"hydra.run.dir={out}")
     assert r.returncode == 2, r.stderr[-2000:]
+    assert not out.exists(), list(out.rglob("*"))  # a refused run leaves nothing behind
     err_lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err_lines) == 1 and needle in err_lines[0], r.stderr[-2000:]
     assert "Traceback" not in r.stderr

@@ -64,9 +64,9 @@ def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
     rows = run_experiment(cfg)
     [f] = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
     hist = history(wait_complete(f))
-    logged = {(h["method"] if "method" in h else None, round(h["flops_ratio"], 6)): h["ppl_wikitext2"]
-              for h in hist if "flops_ratio" in h}
-    want = {(None, round(r["flops_ratio"], 6)): r["ppl_wikitext2"] for r in rows}
+    logged = {(h.get("method"), round(h["flops_ratio"], 6)): h["ppl_wikitext2"] for h in hist if "flops_ratio" in h}
+    want = {(r["method"], round(r["flops_ratio"], 6)): r["ppl_wikitext2"] for r in rows}
+    assert set(logged) == set(want)  # every history row says which method made it
     assert sorted(logged.values()) == pytest.approx(sorted(want.values()))
     assert list(tmp_path.glob("wandb/offline-run-*/files/media/table/*.table.json"))
 

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import compose, need_data
+from stat_exp.core.cost import CostModel
 
 pytestmark = pytest.mark.slow
 

@@ -198,8 +198,35 @@ def test_stat_statistics_cache(tmp_path):
         m = methods.build("stat")
         m.calibrate(methods.Context(model, ad, CostModel("flops", 16), cache_dir=str(tmp_path), cache_key=key), cap)
         runs.append(m)
-    assert len(list(tmp_path.glob("stat-*.pt"))) == 1
-    assert runs[0].plan(0.5).sizes() == runs[1].plan(0.5).sizes()
+    assert len(list(tmp_path.glob("stat-*.pt"))) == 1 and len(list(tmp_path.glob("stat-*.json"))) == 1
+    a, b = runs[0].plan(0.5), runs[1].plan(0.5)  # fresh and cached statistics give the same plan, bit for bit
+    assert a.sizes() == b.sizes()
+    for la, lb in zip(a.layers, b.layers):
+        for k in la:
+            assert torch.equal(la[k].weight, lb[k].weight) and torch.equal(la[k].bias_delta, lb[k].bias_delta)
+    G = runs[0].stats[0]["ffn"]["G"]
+    assert torch.equal(G, G.T)  # rebuilt from its upper triangle
+
+
+def test_cache_pack_and_lru_eviction(tmp_path):
+    import os
+
+    from stat_exp import cache
+    from stat_exp.methods.stat.statistics import pack, unpack
+
+    A = torch.randn(5, 5)
+    S = A + A.T
+    assert torch.equal(unpack(pack(S)), S) and pack(S).numel() == 15
+    for i, age in enumerate((300, 200, 100)):  # stat-0 is the least recently used
+        f = tmp_path / f"stat-{i}.pt"
+        f.write_bytes(b"x" * 1000)
+        (tmp_path / f"stat-{i}.json").write_text("{}")
+        os.utime(f, (f.stat().st_atime - age, f.stat().st_mtime - age))
+    removed = cache.evict(tmp_path, 2500, keep=tmp_path / "stat-0.pt")
+    assert [p.name for p in removed] == ["stat-1.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stat-0.json", "stat-0.pt", "stat-2.json", "stat-2.pt"]
+    cache.main(["clear", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
 
 
 def test_dense_target_at_full_budget_is_identity():
@@ -233,3 +260,103 @@ def test_ridge_solve_against_numpy():
     S[0, 0] = 2.0
     x = linalg.ridge_solve(S, torch.tensor([4.0, 0.0, 0.0], dtype=torch.float64), 0.0)
     assert torch.allclose(x, torch.tensor([2.0, 0.0, 0.0], dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- the released allocation (STAT.md §4.1)
+R_LEVELS = [torch.tensor([4.0, 2.0, 1.0]), torch.tensor([3.0, 1.0, 0.5])]   # |R_jj| per layer, pivot order
+E_LEVELS = [torch.tensor([10.0, 3.0]), torch.tensor([8.0, 1.0])]             # head levels e_l(0), e_l(1)
+FFN_ERR2 = [torch.tensor([21.0, 5.0, 1.0, 0.0]), torch.tensor([10.25, 1.25, 0.25, 0.0])]  # ‖R[k:, k:]‖²
+
+
+def test_paper_counts_bert_hand_worked():
+    """L = 2 layers, H = 2 heads, n = 3 neurons, φ_ffn = 0.5 (levels already weighted).
+
+    μ = 0.5: h ∈ {1, 2}.
+      h = 1: N = ⌊(0.5 − 0.5·½)/0.5·3⌋ = 1; τ_n = 3rd largest of {4,3,2,1,1,.5} = 2 → k = (1, 1);
+             residual = mean(√5, √1.25) = 1.677; τ_h = 2nd largest of {10,8,3,1} = 8; |8 − 3.354| = 4.646.
+      h = 2: N = 0; τ_n = 4 → k = (0, 0); residual = mean(√21, √10.25) = 3.892; τ_h = 0; |0 − 7.784| = 7.784.
+      h* = 1; k̄ = 1 → τ_n = 2 → neurons (1, 1); heads #{e ≥ 8} = (1, 1) (the tie 8 ≥ 8 counts).
+    μ = 0.9: h ∈ {1, 2}.
+      h = 1: N = ⌊3.9⌋ = 3 → every neuron kept, residual 0; τ_h = 8; objective 8.
+      h = 2: N = ⌊2.4⌋ = 2; τ_n = 5th largest = 1 → k = (2, 1); residual = mean(1, √1.25) = 1.059; objective 2.118.
+      h* = 2; k̄ = ⌊3/2⌋ = 1 → τ_n = 3rd largest = 2 → neurons (1, 1) (the recomputation drops one); heads (2, 2).
+    """
+    from stat_exp.methods.stat.allocate import paper_counts
+
+    assert paper_counts(R_LEVELS, E_LEVELS, FFN_ERR2, 0.5, 0.5, "bert") == ([1, 1], [1, 1])
+    assert paper_counts(R_LEVELS, E_LEVELS, FFN_ERR2, 0.5, 0.9, "bert") == ([2, 2], [1, 1])
+
+
+def test_paper_counts_opt_hand_worked():
+    """As the BERT case, with the OPT script's head cutoff: the (h·L + 1)-th largest level, strict >.
+
+    μ = 0.5: h = 1: τ_h = 3rd largest of {10,8,3,1} = 3; |3 − 3.354| = 0.354; h = 2: 7.784. h* = 1:
+      heads #{e > 3} = (1, 1) (3 itself is not counted), neurons (1, 1).
+    μ = 0.4, φ_ffn = 0.6: h ∈ {0, 1, 2}. h = 0: N = ⌊0.4/0.6·3⌋ = 2, τ_n = 5th = 1 → k = (2, 1),
+      residual 1.059, τ_h = 1st largest = 10 → 7.882. h = 1: N = ⌊(0.4 − 0.2)/0.6·3⌋ = 1 → k = (1, 1), residual
+      1.677, τ_h = 3 → 0.354. h = 2: N = 0 → 7.784. h* = 1 → heads (1, 1), neurons (1, 1).
+    """
+    from stat_exp.methods.stat.allocate import paper_counts
+
+    assert paper_counts(R_LEVELS, E_LEVELS, FFN_ERR2, 0.5, 0.5, "opt") == ([1, 1], [1, 1])
+    assert paper_counts(R_LEVELS, E_LEVELS, FFN_ERR2, 0.6, 0.4, "opt") == ([1, 1], [1, 1])
+    # the same levels with a tie at the BERT head cutoff: strict > drops layer 1's head that ≥ keeps
+    e = [torch.tensor([10.0, 3.0]), torch.tensor([3.0, 1.0])]
+    assert paper_counts(R_LEVELS, e, FFN_ERR2, 0.5, 0.5, "opt")[0] == [1, 0]
+
+
+def test_paper_levels_weights():
+    """bert: × (√(L − l + 1) + 1); opt: divided by exp of the linear fit of log first values over depth (here the
+    first values are exactly e^(1 − l), so every first value becomes 1), heads × 1.125^(H − i)."""
+    from stat_exp.methods.stat.allocate import paper_levels
+
+    r = [torch.tensor([4.0, 1.0]), torch.tensor([2.0, 1.0])]
+    e = [torch.tensor([3.0, 1.0]), torch.tensor([6.0, 2.0])]
+    rb, eb = paper_levels(r, e, "bert")
+    assert torch.allclose(rb[0], r[0].double() * (3 ** 0.5 + 1)) and torch.allclose(eb[1], e[1].double() * (2 ** 0.5 + 1))
+    import math
+
+    d = torch.float64
+    r = [torch.tensor([math.e, 1.0], dtype=d), torch.tensor([1.0, 0.5], dtype=d), torch.tensor([1 / math.e, 0.1], dtype=d)]
+    e = [torch.tensor([2 * math.e, 1.0], dtype=d), torch.tensor([2.0, 1.0], dtype=d), torch.tensor([2 / math.e, 1.0], dtype=d)]
+    ro, eo = paper_levels(r, e, "opt")
+    assert all(abs(float(x[0]) - 1) < 1e-9 for x in ro)
+    assert torch.allclose(ro[1], torch.tensor([1.0, 0.5], dtype=torch.float64))
+    assert torch.allclose(eo[1], torch.tensor([1.125 ** 2, 0.5 * 1.125], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("fam,kw", [("llama", {"kv_heads": 2}), ("opt", {}), ("bert", {"head": "base"})])
+def test_stat_paper_at_budget_one_is_identity(fam, kw):
+    model, _ = tiny_model(fam, **kw)
+    ref = copy.deepcopy(model)
+    m, x = _calibrated(model, name="stat_paper")
+    assert m.row_info()["paper_variant"] == ("bert" if fam == "bert" else "opt")
+    pruned = copy.deepcopy(model)
+    m.prune(pruned, 1.0)
+    assert torch.equal(outputs(pruned, x), outputs(ref, x))
+
+
+def test_paper_head_quirk_levels():
+    """The quirk's kept set at level i is {h : P[h] < i}: equal to the pivot prefix at i = 0 and i = H only."""
+    model, _ = tiny_model("llama", heads=4, kv_heads=4)
+    m, _ = _calibrated(model, name="stat_paper", paper_head_quirk=True)
+    f = m.factors[0]
+    assert "err2_quirk" in f and torch.allclose(f["err2_quirk"][[0, -1]], f["err2"][[0, -1]])
+    ours = m.counts(0.6)
+    assert sum(c for c, (_, k) in zip(ours, m.ctx.site_keys)) > 0
+
+
+def test_block_gaussian_sketch_is_per_sequence():
+    """One fresh S per sequence: adding a batch with its lengths equals adding its sequences one by one; the
+    sketched Gram is an unbiased estimate of ZᵀZ (checked on its trace with many blocks)."""
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(8, 5, generator=g)
+    a, b = linalg.make_accumulator("gaussian_block", 4, seed=1), linalg.make_accumulator("gaussian_block", 4, seed=1)
+    a.add(z, [3, 5])
+    b.add(z[:3])
+    b.add(z[3:])
+    assert torch.allclose(a.gram(), b.gram()) and a.n == 8
+    c = linalg.make_accumulator("gaussian_block", 100, seed=2)
+    for _ in range(200):
+        c.add(z, [8])
+    assert float(c.gram().trace() / 200) == pytest.approx(float((z.double() ** 2).sum()), rel=0.05)

@@ -43,6 +43,7 @@ class Adapter:
     model_types: tuple[str, ...]
     layer_paths: tuple[str, ...]                 # dotted paths to the ModuleList of layers
     auto_classes: dict[str, str] = field(default_factory=dict)  # AutoModel name -> HF class name
+    paper_variant: str = "opt"                   # STAT's released allocation: bert (post-LN) | opt (pre-LN)
 
     def layers(self, model: nn.Module) -> nn.ModuleList:
         for path in self.layer_paths:

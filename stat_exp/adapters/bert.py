@@ -24,4 +24,5 @@ ADAPTER = BertAdapter(
     layer_paths=("bert.encoder.layer", "encoder.layer"),
     auto_classes={"AutoModel": "Model", "AutoModelForSequenceClassification": "ForSequenceClassification",
                   "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+    paper_variant="bert",
 )

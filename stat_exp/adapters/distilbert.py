@@ -23,4 +23,5 @@ ADAPTER = DistilBertAdapter(
     layer_paths=("distilbert.transformer.layer", "transformer.layer"),
     auto_classes={"AutoModel": "Model", "AutoModelForSequenceClassification": "ForSequenceClassification",
                   "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+    paper_variant="bert",
 )

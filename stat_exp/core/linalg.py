@@ -221,6 +221,29 @@ class SketchAccumulator(GramAccumulator):
         return A.T @ A
 
 
+class BlockSketchAccumulator(GramAccumulator):
+    """The block Gaussian sketch: each calibration sequence's activations Z_s are replaced by S_s Z_s with a fresh
+    S_s of ``dim`` rows, N(0, 1/dim) entries; gram() = Σ_s (S_s Z_s)ᵀ(S_s Z_s) ≈ ZᵀZ."""
+
+    kind, per_sequence = "gaussian_block", True
+
+    def __init__(self, n: int | None = None, device=None, seed: int = 0, dim: int | None = None):
+        super().__init__()
+        self.m = dim or 100
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+
+    def add(self, z: torch.Tensor, lengths: list[int] | None = None) -> None:
+        """z: (N, n) rows sequence by sequence; lengths: tokens per sequence (None: one block)."""
+        zf = z.float()
+        for block in zf.split(lengths or [zf.shape[0]]):
+            S = torch.randn(self.m, block.shape[0], generator=self.gen).to(zf) / self.m ** 0.5
+            A = (S @ block).double()
+            self.G = A.T @ A if self.G is None else self.G.add_(A.T @ A)
+        s = zf.sum(0).double()
+        self.s1 = s if self.s1 is None else self.s1.add_(s)
+        self.n += zf.shape[0]
+
+
 def make_accumulator(kind: str, dim: int | None = None, seed: int = 0):
     if kind == "gram":
         return GramAccumulator()
@@ -228,4 +251,6 @@ def make_accumulator(kind: str, dim: int | None = None, seed: int = 0):
         return TSQRAccumulator()
     if kind in ("countsketch", "gaussian"):
         return SketchAccumulator(dim=dim, seed=seed, kind=kind)
-    raise ValueError(f"unknown sketch kind '{kind}'; choose gram, tsqr, countsketch or gaussian")
+    if kind == "gaussian_block":
+        return BlockSketchAccumulator(dim=dim, seed=seed)
+    raise ValueError(f"unknown sketch kind '{kind}'; choose gram, tsqr, countsketch, gaussian or gaussian_block")

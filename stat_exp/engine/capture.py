@@ -170,6 +170,16 @@ class LayerRun:
         name, i = self.current
         return real_tokens(z, self.streams[name], i)
 
+    def lengths(self) -> list[int]:
+        """Real tokens per sequence of the batch now running (the rows of ``tokens`` come sequence by sequence)."""
+        name, i = self.current
+        cap = self.streams[name]
+        mask = cap.token_mask[i] if cap.token_mask else None
+        if mask is not None:
+            return mask.sum(1).tolist()
+        B, T = cap.hidden[i].shape[:2]
+        return [T] * B
+
     def outputs(self) -> dict[str, Captured]:
         for name, outs in self.out.items():
             for i, o in enumerate(outs):
@@ -204,8 +214,7 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
                 with hooks() as hs:
                     for kind, site in adapter.sites(layer).items():
                         stats[kind] = make_stats(kind)
-                        hs.append(site.consumer_linear.register_forward_pre_hook(
-                            lambda _m, args, acc=stats[kind]: acc.add(run.tokens(args[0]))))
+                        hs.append(site.consumer_linear.register_forward_pre_hook(_feeder(stats[kind], run)))
                     run.all(first)
             if visit is not None:
                 visit(li, layer, stats, run)
@@ -214,6 +223,14 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
             layer.to(home)
         all_stats.append({k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in stats.items()})
     return all_stats, (streams if isinstance(cap, dict) else streams["main"])
+
+
+def _feeder(acc, run: LayerRun):
+    """Forward pre-hook: the consumer's input, minus padding, to ``acc`` (with per-sequence lengths when the
+    accumulator works sequence by sequence, ``acc.per_sequence``)."""
+    if getattr(acc, "per_sequence", False):
+        return lambda _m, args: acc.add(run.tokens(args[0]), run.lengths())
+    return lambda _m, args: acc.add(run.tokens(args[0]))
 
 
 def real_tokens(z: torch.Tensor, cap: Captured, batch: int) -> torch.Tensor:

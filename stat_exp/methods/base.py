@@ -32,6 +32,7 @@ class Context:
     dense_cost: int = 0                                              # the dense layers' total cost
     cache_dir: str | None = None                                     # where methods may cache statistics
     cache_key: dict | None = None                                    # what the statistics depend on
+    cache_max_bytes: int | None = None                               # the cache's size bound (LRU eviction)
     labelled: list[dict] | None = None                               # full-model batches with labels (kwon)
 
     def __post_init__(self):
@@ -83,6 +84,10 @@ class Method:
         plan = self.plan(budget)
         apply_plan(model, plan, adapter=self.ctx.adapter)
         return plan
+
+    def row_info(self) -> dict:
+        """Fields this method adds to every row it produces (what it chose beyond the budget)."""
+        return {}
 
     def stat(self, i: int) -> SiteStats:
         li, kind = self.ctx.site_keys[i]

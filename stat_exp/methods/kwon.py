@@ -129,8 +129,7 @@ class Kwon(Method):
     def calibrate(self, ctx, cap: Captured) -> None:
         self.ctx, self.cap = ctx, cap
         if not ctx.labelled:
-            raise UserError("method kwon needs labelled task batches (a GLUE/SQuAD or language-model task); "
-                            "this task gives none")
+            raise UserError("method kwon needs labelled task batches (a GLUE, SQuAD or language-model task)")
         t = time.perf_counter()
         model = ctx.model
         masks = [torch.ones(n, device=ctx.device, requires_grad=True) for n in ctx.n_units]

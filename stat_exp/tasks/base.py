@@ -45,6 +45,8 @@ def sample(pool: Sequence, n: int, seed: int, what: str = "examples", source: st
 class Task(ABC):
     """One task kind. ``cfg`` is the task's YAML as a dict; ``tok`` the model's tokenizer."""
 
+    has_labels = False  # True when ``labelled`` gives batches with the task loss
+
     def __init__(self, cfg: dict, tok, setting: Setting):
         self.cfg, self.tok, self.setting = cfg, tok, setting
         self.name = cfg["name"]

@@ -204,6 +204,8 @@ class GlueTask(Task):
     """A GLUE task: dev metrics of a sequence-classification model; calibration on ``calib`` train
     examples; FLOPs at the dev set's mean length; labelled batches of ``label_batch_size``."""
 
+    has_labels = True
+
     def __init__(self, cfg: dict, tok, setting: Setting):
         super().__init__(cfg, tok, setting)
         task, n = cfg["glue_task"], int(cfg["max_len"])

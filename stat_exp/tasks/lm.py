@@ -57,6 +57,8 @@ def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, 
 class LMTask(Task):
     """Perplexity on ``datasets`` (task YAML); calibration on ``calib_data`` (top-level config)."""
 
+    has_labels = True
+
     def __init__(self, cfg: dict, tok, setting: Setting):
         super().__init__(cfg, tok, setting)
         for ds in [*cfg["datasets"], setting.calib_data]:

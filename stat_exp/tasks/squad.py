@@ -216,6 +216,8 @@ class SquadTask(Task):
     """SQuAD: EM/F1 of a QA model on the held-out dev articles (or all of dev with ``eval_all``);
     calibration on the first window of ``calib`` questions of the training articles."""
 
+    has_labels = True
+
     def __init__(self, cfg: dict, tok, setting: Setting):
         super().__init__(cfg, tok, setting)
         n, stride = int(cfg["max_len"]), int(cfg["stride"])

@@ -10,7 +10,11 @@ model being pruned). Named recipes (``stat_paper``, ``stat_nocorr``) are option 
 Options (all ablations; the first value is the default):
 - correction: lstsq_bias (LS with intercept → consumer bias) | lstsq (paper) | none
 - selection:  qr | random | magnitude (sizes always come from the QR error curves)
-- allocation: greedy (marginal error per cost) | paper (depth-weighted head/neuron split search) | uniform
+- allocation: greedy (marginal error per cost) | paper (the released scripts' search, STAT.md §4.1) | uniform
+- paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
+- paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
+- paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
+- paper_sketch: false | true (opt variant: the released block Gaussian sketch, 100 rows per calibration batch)
 - propagate:  dense (one pass, as the released code) | pruned (sequential, statistics on pruned inputs)
 - target:     self | dense (propagate=pruned: fit the dense model's consumer output)
 - order:      joint | ffn_first (released: FFNs first, head statistics on the FFN-pruned model)
@@ -38,7 +42,9 @@ from .statistics import cache_path, collect, gram
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
            "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
            "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
-           "normalize": ("residual", "layer", "none"), "sketch": ("gram", "tsqr", "countsketch", "gaussian")}
+           "normalize": ("residual", "layer", "none"),
+           "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
+           "paper_variant": ("auto", "bert", "opt"), "paper_shares": ("cost", "released")}
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,10 @@ class Options:
     floor: float = 0.5
     ridge: float = 1e-8
     cache: bool = True
+    paper_variant: str = "auto"
+    paper_shares: str = "cost"
+    paper_head_quirk: bool = False
+    paper_sketch: bool = False
 
     def __post_init__(self):
         for key, allowed in CHOICES.items():
@@ -79,17 +89,33 @@ class STAT(Method):
         self.timings: dict[str, float] = {}
 
     def new_acc(self, kind):
-        return make_accumulator(self.opts.sketch, self.opts.sketch_dim, self.ctx.seed)
+        return make_accumulator(*self.sketch, self.ctx.seed)
+
+    @property
+    def variant(self) -> str:
+        """The released allocation's variant: the option, or the family's (adapter.paper_variant)."""
+        v = self.opts.paper_variant
+        return self.ctx.adapter.paper_variant if v == "auto" else v
+
+    @property
+    def sketch(self) -> tuple[str, int | None]:
+        """(kind, rows): the option's, or the OPT script's block Gaussian sketch of 100 rows with paper_sketch."""
+        o = self.opts
+        if o.paper_sketch and o.allocation == "paper" and self.variant == "opt":
+            return "gaussian_block", 100
+        return o.sketch, o.sketch_dim
 
     def calibrate(self, ctx, cap) -> None:
         """Statistics (one walk, or the cache), then every site's pivots and error curve."""
         self.ctx, self.cap, o, self.timings = ctx, cap, self.opts, {}
         t = time.perf_counter()
-        path = cache_path(ctx.cache_dir, ctx.cache_key, o.sketch, o.sketch_dim) if o.cache else None
-        self.stats = collect(ctx, cap, o.sketch, o.sketch_dim, path)
+        path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
+        self.stats = collect(ctx, cap, *self.sketch, path, ctx.cache_max_bytes)
         self.timings["statistics_s"] = elapsed(t, ctx.device)
         t = time.perf_counter()
-        self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge) for i in range(len(ctx.site_keys))]
+        quirk = o.allocation == "paper" and o.paper_head_quirk
+        self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk)
+                        for i in range(len(ctx.site_keys))]
         self.timings["factorization_s"] = elapsed(t, ctx.device)
 
     def gram(self, i: int):
@@ -105,11 +131,41 @@ class STAT(Method):
         ctx, o, B = self.ctx, self.opts, self.ctx.budget(budget)
         if o.allocation == "uniform":
             return alloc.uniform(ctx.n_units, ctx.costs, B)
+        if o.allocation == "paper":
+            return self.paper_counts(budget)
         resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
-        curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize, o.allocation == "paper")
-        if o.allocation == "greedy":
-            return allocate.greedy_counts(curves, ctx.costs, B, budget, o.floor)
-        return allocate.paper_counts(ctx.site_keys, curves, ctx.costs, ctx.n_units, B)
+        curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
+        return allocate.greedy_counts(curves, ctx.costs, B, budget, o.floor)
+
+    def phi_ffn(self) -> float:
+        """The FFN share of a layer's cost: released (per variant) or from the cost model (dense model)."""
+        if self.opts.paper_shares == "released":
+            return allocate.PAPER_SHARES[self.variant]
+        ctx = self.ctx
+        cost = [n * c for n, c in zip(ctx.n_units, ctx.costs)]
+        return sum(c for c, (_, k) in zip(cost, ctx.site_keys) if k == "ffn") / sum(cost)
+
+    def paper_counts(self, budget: float) -> list[int]:
+        """The released allocation (STAT.md §4.1) mapped back to sites."""
+        keys, f = self.ctx.site_keys, self.factors
+        att = [i for i, (_, k) in enumerate(keys) if k == "attn"]
+        ffn = [i for i, (_, k) in enumerate(keys) if k == "ffn"]
+        level = "err2_quirk" if self.opts.paper_head_quirk else "err2"
+        r, e = allocate.paper_levels([f[i]["rdiag"] for i in ffn], [f[i][level][:-1].sqrt() for i in att],
+                                     self.variant)
+        heads, neurons = allocate.paper_counts(r, e, [f[i]["err2"] for i in ffn], self.phi_ffn(), budget,
+                                               self.variant)
+        counts = [0] * len(keys)
+        for i, c in zip(att + ffn, heads + neurons):
+            counts[i] = c
+        return counts
+
+    def row_info(self) -> dict:
+        """What a row should say about how the budget was allocated (the released allocation's choices)."""
+        if self.opts.allocation != "paper":
+            return {}
+        return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
+                "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
 
     def plan(self, budget: float) -> PrunePlan:
         """One-pass plan: sizes, the first pivots of each site, and the fold from the dense statistics."""

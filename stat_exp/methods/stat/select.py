@@ -20,19 +20,27 @@ from ...core.linalg import block_trace, lstsq_from_gram, pivoted_cholesky
 from ...core.units import unit_columns, unit_sum
 
 
-def factor(site, G: torch.Tensor, head_space: str, ridge: float) -> dict:
-    """{'perm' (U,), 'err2' (U+1,), 'energy': ‖Z Wᵀ‖²} of one site from its float64 Gram ``G``."""
+def factor(site, G: torch.Tensor, head_space: str, ridge: float, head_quirk: bool = False) -> dict:
+    """{'perm' (U,), 'err2' (U+1,), 'energy': ‖Z Wᵀ‖²} of one site from its float64 Gram ``G``; neurons also
+    'rdiag' (U,): |R_jj| of the pivoted QR of Z·D in pivot order. ``head_quirk``: heads also 'err2_quirk', the
+    released script's levels, whose kept set at level i is {h : P[h] < i} (the permutation used where its
+    inverse was meant)."""
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n)
-    energy = float(((W @ G) * W).sum())
+    out = {"energy": float(((W @ G) * W).sum())}
     if site.kind == "ffn":
         D = W.norm(dim=0)  # paper: scale neurons by their output weight norm
-        P, _, err2 = pivoted_cholesky(D[:, None] * G * D[None, :])
+        P, R, err2 = pivoted_cholesky(D[:, None] * G * D[None, :])
+        out["rdiag"] = R[torch.arange(len(P)), P.to(R.device)].abs().cpu()
     else:
         size = site.cols_per_unit
         Gu = block_trace(G, size) if head_space == "context" else unit_sum(G * (W.T @ W), size)
         P, _, _ = pivoted_cholesky(Gu)
         err2 = torch.stack([output_error(G, W, P[:k], P[k:], size, ridge) for k in range(len(P) + 1)])
-    return {"perm": P.cpu(), "err2": err2.cpu().clamp_min(0), "energy": energy}
+        if head_quirk:
+            P_dev = P.to(G.device)
+            sets = [((P_dev < i).nonzero().flatten(), (P_dev >= i).nonzero().flatten()) for i in range(len(P) + 1)]
+            out["err2_quirk"] = torch.stack([output_error(G, W, k, d, size, ridge) for k, d in sets]).cpu().clamp_min(0)
+    return {**out, "perm": P.cpu(), "err2": err2.cpu().clamp_min(0)}
 
 
 def output_error(G, W, keep, drop, size: int, ridge: float) -> torch.Tensor:
