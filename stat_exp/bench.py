@@ -5,7 +5,8 @@
 
 ``place=cpu`` (default) keeps the model on the host and moves one layer at a time to the device,
 as the pipeline does, so peak device memory is about one layer plus activations and statistics.
-Prints one line per stage and a JSON summary; exit code 0. Not a test: timings vary by machine.
+Prints one line per stage and a JSON summary; exit code 0 (a bad argument: one ``error:`` line, exit 2).
+Not a test: timings vary by machine.
 """
 from __future__ import annotations
 
@@ -54,6 +55,44 @@ def build(shape: str, dtype, where: str, seed: int = 0):
     return model.eval()
 
 
+PARAMS = {"shape": str, "calib": int, "seqlen": int, "device": str, "dtype": str, "place": str, "budget": float,
+          "batch": int, "correction": str, "allocation": str, "selection": str, "propagate": str, "sketch": str,
+          "head_space": str}
+STAT_OPTIONS = ("correction", "allocation", "selection", "propagate", "sketch", "head_space")
+
+
+def parse(argv: list[str]) -> dict:
+    """``key=value`` arguments, as on the run.py command line; a bad one is a one-line ``UserError``."""
+    import difflib
+
+    from .config import budgets
+    from .errors import UserError
+
+    out = {}
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise UserError(f"argument '{arg}' is not key=value; e.g. python -m stat_exp.bench shape=llama2_7b calib=256")
+        if key not in PARAMS:
+            close = difflib.get_close_matches(key, PARAMS, n=1)
+            raise UserError(f"unknown argument '{key}'" + (f"; did you mean '{close[0]}'?" if close else "") +
+                            f" (arguments: {', '.join(PARAMS)})")
+        try:
+            out[key] = PARAMS[key](value)
+        except ValueError:
+            raise UserError(f"{key}={value!r} is not a{'n integer' if PARAMS[key] is int else ' number'}") from None
+    if out.get("shape", "bert_base") not in SHAPES:
+        raise UserError(f"unknown shape '{out['shape']}'; choose one of: {', '.join(SHAPES)}")
+    for key in ("calib", "seqlen", "batch"):
+        if key in out and out[key] < 1:
+            raise UserError(f"{key}={out[key]} must be a positive integer")
+    if "budget" in out:
+        budgets(out["budget"])
+    if out.get("dtype") and not isinstance(getattr(torch, out["dtype"], None), torch.dtype):
+        raise UserError(f"unknown dtype '{out['dtype']}'; e.g. float32, bfloat16, float16")
+    return out
+
+
 def main(argv: list[str]) -> dict:
     from . import methods
     from .adapters import get_adapter
@@ -61,13 +100,13 @@ def main(argv: list[str]) -> dict:
     from .engine.capture import capture_inputs
     from .latency import elapsed as _elapsed
 
-    a = dict(x.split("=", 1) for x in argv)
-    shape, calib, seqlen = a.get("shape", "bert_base"), int(a.get("calib", 64)), int(a.get("seqlen", 128))
+    a = parse(argv)
+    shape, calib, seqlen = a.get("shape", "bert_base"), a.get("calib", 64), a.get("seqlen", 128)
     device = a.get("device", "cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, a.get("dtype", "bfloat16" if device == "cuda" else "float32"))
     place = a.get("place", "cpu")
-    budget, batch = float(a.get("budget", 0.5)), int(a.get("batch", 8))
-    opts = {k: a[k] for k in ("correction", "allocation", "selection", "propagate", "sketch", "head_space") if k in a}
+    budget, batch = a.get("budget", 0.5), a.get("batch", 8)
+    opts = {k: a[k] for k in STAT_OPTIONS if k in a}
 
     t = time.perf_counter()
     model = build(shape, dtype, device if place == "device" else "cpu")
@@ -104,4 +143,13 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from .errors import UserError
+
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    try:
+        main(sys.argv[1:])
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

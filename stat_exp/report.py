@@ -8,7 +8,9 @@ folder and regenerate its figures:
 - ``by_<key>.png`` with ``--by calib``: the metric against that column, one line per method and budget.
 
     python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [--metric auto|ppl_wikitext2|...] [--by calib]
-                              [--methods stat,kwon,flap]
+                              [--pool calib,...] [--methods stat,kwon,flap]
+
+Runs with different protocols (calib, seqlen, windows, eval split...) are split, never averaged, unless pooled.
 
 ``--metric auto`` uses each row's own headline metric (its task's), so one call covers several tasks.
 """
@@ -57,17 +59,41 @@ def _fmt(metric: str) -> str:
     return "{:.4f}" if metric.startswith(("cos", "accuracy", "f1_", "matthews", "pearson", "spearman")) else "{:.2f}"
 
 
-def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | None = None) -> str:
-    """Markdown: per task, metric by method × budget; mean ± std over seeds when there are several."""
-    if by:  # one line per (method, value of `by`), e.g. calibration size
-        rows = [r if r["method"] == "dense" else {**r, "method": f"{r['method']} {by}={r.get(by)}"}
-                for r in sorted(rows, key=lambda r: r.get(by) or 0)]
+PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape")
+CALIBRATION_ONLY = ("calib", "calib_data")  # keys that do not change the dense model's row
+
+
+def varying(rows: list[dict]) -> list[str]:
+    """The protocol keys (and ``windows_*``) whose values differ between rows of the same task and method."""
+    keys = [*PROTOCOL, *sorted({k for r in rows for k in r if k.startswith("windows_")})]
+    out = []
+    for k in keys:
+        groups: dict = {}
+        for r in rows:
+            groups.setdefault((r.get("task"), r["method"]), set()).add(str(r.get(k)))
+        if any(len(v) > 1 for v in groups.values()):
+            out.append(k)
+    return out
+
+
+def _label(r: dict, by: list[str]) -> str:
+    """The table line a row belongs to: its method, and the values of the ``by`` keys that apply to it."""
+    keys = [k for k in by if not (r["method"] == "dense" and k in CALIBRATION_ONLY)]
+    return " ".join([r["method"], *(f"{k}={r.get(k)}" for k in keys)])
+
+
+def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | list[str] | None = None) -> str:
+    """Markdown: per task, metric by method × budget; mean ± std over seeds when there are several. ``by``:
+    keys that split a method into one line per value (e.g. calib); the dense row is split only by keys that
+    change it (not the calibration's)."""
+    by = [by] if isinstance(by, str) else list(by or [])
+    rows = sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in by))
     parts = []
     for task in dict.fromkeys(r.get("task") for r in rows):
         rt = [r for r in rows if r.get("task") == task]
         m = _headline(rt[0], metric)
         f = fmt or _fmt(m)
-        methods = list(dict.fromkeys(r["method"] for r in rt if r["method"] != "dense"))
+        methods = list(dict.fromkeys(_label(r, by) for r in rt if r["method"] != "dense"))
         budgets = sorted({r["budget"] for r in rt if r["method"] != "dense"}, reverse=True)
         lines = [f"### {task}: {m}\n", "| method | " + " | ".join(f"{b:g}" for b in budgets) + " |",
                  "|" + "---|" * (len(budgets) + 1)]
@@ -81,17 +107,16 @@ def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | None 
             fr = statistics.fmean(r["flops_ratio"] for r in rs)
             return s + (f" ({fr:.3f})" if rs[0]["method"] != "dense" else "")
 
-        dense = [r for r in rt if r["method"] == "dense"]
-        if dense:
+        for lab in dict.fromkeys(_label(r, by) for r in rt if r["method"] == "dense"):
             # one dense value per seed (a rerun may have logged it again); same for every budget column
-            by_seed = {r.get("seed"): r for r in dense}
-            lines.append("| dense | " + " | ".join(cell(list(by_seed.values())) for _ in budgets) + " |")
+            by_seed = {r.get("seed"): r for r in rt if r["method"] == "dense" and _label(r, by) == lab}
+            lines.append(f"| {lab} | " + " | ".join(cell(list(by_seed.values())) for _ in budgets) + " |")
         for meth in methods:
             lines.append(f"| {meth} | " + " | ".join(
-                cell([r for r in rt if r["method"] == meth and r["budget"] == b]) for b in budgets) + " |")
+                cell([r for r in rt if _label(r, by) == meth and r["budget"] == b]) for b in budgets) + " |")
         seeds = sorted({r.get("seed") for r in rt}, key=str)
         parts.append("\n".join(lines) + f"\n\n{m} at each budget (achieved fraction of prunable FLOPs kept in "
-                     f"brackets); seeds {seeds}" + (", mean ± std" if len(seeds) > 1 else "") + ".\n")
+                     f"brackets); seeds {seeds}" + (", mean ± std over them" if len(seeds) > 1 else "") + ".\n")
     return "\n".join(parts)
 
 
@@ -126,11 +151,17 @@ def _plot_by(out: Path, rows: list[dict], metric: str, by: str) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out")
-    ap.add_argument("runs", nargs="+")
+    ap = argparse.ArgumentParser(
+        prog="python -m stat_exp.report", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Collect finished runs (their results.jsonl) into OUT: runs.csv (tidy), table.md and figures.",
+        epilog="Runs whose protocol differs (calib, seqlen, evaluation windows, eval split, ...) are never averaged "
+               "together: each such key splits a method into one line per value, unless --pool names it. Seeds are "
+               "always pooled (mean ± std). The table says what it split and pooled.")
+    ap.add_argument("out", help="output folder (created)")
+    ap.add_argument("runs", nargs="+", help="run or sweep directories; every results.jsonl below them is read")
     ap.add_argument("--metric", default="auto", help="a metric column, or auto = each task's headline metric")
-    ap.add_argument("--by", default=None, help="also tabulate and plot against this column (e.g. calib)")
+    ap.add_argument("--by", default=None, help="also plot the metric against this column (e.g. calib): by_<col>.png")
+    ap.add_argument("--pool", default="", help="comma-separated protocol keys to average over instead of splitting")
     ap.add_argument("--methods", default=None, help="comma-separated methods to keep (dense is always kept)")
     a = ap.parse_args(argv)
     rows = collect(a.runs)
@@ -145,7 +176,11 @@ def main(argv=None) -> None:
         w = csv.DictWriter(f, fieldnames=[*ID_COLS, "metric", "value"])
         w.writeheader()
         w.writerows(tidy(rows))
-    (out / "table.md").write_text(table(rows, a.metric, by=a.by))
+    pooled = [k for k in a.pool.split(",") if k]
+    split = [k for k in dict.fromkeys(([a.by] if a.by else []) + varying(rows)) if k not in pooled]
+    note = (f"Split by {', '.join(split)}" if split else "Nothing split") + \
+        (f"; pooled over {', '.join(pooled)} (--pool)." if pooled else ".") + "\n\n"
+    (out / "table.md").write_text(note + table(rows, a.metric, by=split))
     tasks = list(dict.fromkeys(r.get("task") for r in rows))
     for t in tasks:
         plot(out / ("curve.png" if len(tasks) == 1 else f"curve_{t}.png"), [r for r in rows if r.get("task") == t],

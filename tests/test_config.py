@@ -159,3 +159,22 @@ def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
     for j in sorted(sweep.glob("[0-2]_*")):
         lines = (j / "results.jsonl").read_text().splitlines()
         assert [json.loads(x)["method"] for x in lines] == ["dense", "stat"], j
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["shape=nope"], "unknown shape 'nope'"),
+    (["budget=abc"], "budget='abc' is not a number"),
+    (["shap=bert_base"], "did you mean 'shape'?"),
+])
+def test_bench_bad_arguments_one_line(args, needle):
+    r = subprocess.run([sys.executable, "-m", "stat_exp.bench", *args], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_bench_help():
+    r = subprocess.run([sys.executable, "-m", "stat_exp.bench", "--help"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "shape=llama2_7b" in r.stdout

@@ -190,3 +190,25 @@ def test_a_method_over_its_budget_fails_loudly(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="random overshot its budget: kept 1.000000 of the layers' flops"):
         run_experiment(_cfg(tmp_path, "baselines=[random]", "budget=[0.5]"))
     assert [r["method"] for r in read_rows(tmp_path / "results.jsonl")] == ["dense", "stat"]
+
+
+def test_report_never_mixes_protocols_unless_pooled(tmp_path):
+    """Runs that differ in calib (or windows) get one line per value; --pool calib averages them and says so."""
+    import json
+
+    from stat_exp import report
+
+    for c, w, v in ((8, 10, 30.0), (16, 10, 20.0), (16, 40, 22.0)):
+        d = tmp_path / f"c{c}w{w}"
+        d.mkdir()
+        rows = [{"task": "t", "method": m, "budget": b, "calib": c, "seed": 0, "flops_ratio": b, f"windows_x": w,
+                 "metric": "ppl_x", "ppl_x": val} for m, b, val in (("dense", 1.0, 10.0 + w), ("stat", 0.5, v))]
+        (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report.main([str(tmp_path / "split"), str(tmp_path / "c8w10"), str(tmp_path / "c16w10"), str(tmp_path / "c16w40")])
+    md = (tmp_path / "split" / "table.md").read_text()
+    assert md.startswith("Split by calib, windows_x.")
+    assert "| stat calib=8 windows_x=10 | 30.00 (0.500) |" in md and "| stat calib=16 windows_x=40 | 22.00" in md
+    assert "| dense windows_x=10 | 20.00 |" in md and "| dense windows_x=40 | 50.00 |" in md
+    report.main([str(tmp_path / "pooled"), str(tmp_path / "c8w10"), str(tmp_path / "c16w10"), "--pool", "calib"])
+    md = (tmp_path / "pooled" / "table.md").read_text()
+    assert md.startswith("Nothing split; pooled over calib (--pool).") and "| stat | 25.00 ± 7.07 (0.500) |" in md
