@@ -1,6 +1,9 @@
 """stat-exp: shrink trained transformers after training (STAT and baselines), one pipeline.
 
-Importing the package imports nothing heavy (``stat_exp.core`` is pure torch). ``stat_exp.register()``
+``stat_exp.load(name)`` → (model, tokenizer), ``stat_exp.prune(model, tokenizer, budget=0.5, calib="c4")`` → (pruned model, report) and
+``stat_exp.evaluate(model, tokenizer, task="wikitext2")`` are the Python entry (``stat_exp.api``); the
+command line is ``python run.py`` / ``stat-exp``. Importing the package imports nothing heavy (the API loads
+on first use; ``stat_exp.core`` is pure torch). ``stat_exp.register()``
 registers the pruned model classes (``stat_llama``, ``stat_opt``, ``stat_bert``, ``stat_distilbert``)
 with transformers' Auto classes, so ``AutoModelFor….from_pretrained(pruned_dir)`` loads a pruned save.
 """
@@ -12,3 +15,11 @@ def register() -> None:
     from .engine.saving import register_auto_classes
 
     register_auto_classes()
+
+
+def __getattr__(name: str):
+    if name in ("prune", "evaluate", "load", "Report"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'stat_exp' has no attribute '{name}'")

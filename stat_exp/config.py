@@ -128,3 +128,12 @@ def method_options(cfg, name: str, uses_sketch: bool) -> dict:
         opts.setdefault("sketch", cfg.sketch.kind)
         opts.setdefault("sketch_dim", cfg.sketch.dim)
     return opts
+
+
+def command_line() -> str:
+    """The command that reproduces this Hydra job (its overrides), or ``python run.py`` outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "python run.py"
+    return " ".join(["python run.py", *HydraConfig.get().overrides.task])

@@ -15,14 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import methods, tasks
 from .adapters import adapter_for
-from .config import method_options, output_dir, sweep_group, validate
+from .card import layer_table, model_card
+from .config import command_line, method_options, output_dir, sweep_group, validate
 from .core.cost import CostModel, count_params, model_flops
 from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer
-from .engine.saving import save_pruned
+from .engine.saving import auto_class, save_pruned
 from .finetune import task_model
 from .latency import Probe
-from .tracking import Tracker, read_rows
+from .tracking import Tracker, read_rows, summary
 
 log = logging.getLogger(__name__)
 
@@ -43,30 +44,41 @@ def build_task(cfg) -> tasks.Task:
     return tasks.build(OmegaConf.to_container(cfg.task, resolve=True), load_tokenizer(cfg.model), setting)
 
 
+def reference(adapter, model, cost: CostModel) -> dict:
+    """The dense model's FLOPs, parameters and constrained cost, against which pruned models are measured."""
+    return {"flops": model_flops(adapter, model, cost.seqlen), "params": count_params(model),
+            "cost": cost.total(adapter, model)}
+
+
+def measure(adapter, model, cost: CostModel, dense: dict, method: str, budget: float) -> dict:
+    """What a pruned model keeps of ``dense`` (``achieved`` = the constrained quantity's ratio, which must not
+    exceed ``budget``: a method that overshoots raises)."""
+    f, achieved = model_flops(adapter, model, cost.seqlen), cost.ratio(adapter, model, dense["cost"])
+    if not CostModel.within(achieved, budget):
+        raise RuntimeError(f"{method} overshot its budget: kept {achieved:.6f} of the layers' {cost.kind} "
+                           f"at budget {budget:g}")
+    return {"method": method, "budget": budget, "budget_kind": cost.kind, "achieved": achieved,
+            "flops_ratio": f["prunable"] / dense["flops"]["prunable"],
+            "flops_total_ratio": f["total"] / dense["flops"]["total"],
+            "params": count_params(model), "params_ratio": count_params(model) / dense["params"]}
+
+
 class Rows:
-    """Builds, checks and logs the rows of one run: the metric, FLOPs and parameters kept, the constrained
-    quantity's achieved ratio (``achieved``, which must not exceed the budget), latency and timings."""
+    """Builds, checks (``measure``) and logs the rows of one run: the metric, FLOPs and parameters kept,
+    the achieved ratio of the constrained quantity, latency and timings."""
 
     def __init__(self, tracker, model, adapter, cost: CostModel, base: dict, probe: Probe):
         self.tracker, self.adapter, self.cost, self.base, self.probe = tracker, adapter, cost, base, probe
-        self.dense = {"flops": model_flops(adapter, model, cost.seqlen), "params": count_params(model),
-                      "cost": cost.total(adapter, model)}
+        self.dense = reference(adapter, model, cost)
         self.logged: list[dict] = []
 
     def log(self, method: str, budget: float, model, extra: dict) -> dict:
-        f, d = model_flops(self.adapter, model, self.cost.seqlen), self.dense
-        achieved = self.cost.ratio(self.adapter, model, d["cost"])
-        if not CostModel.within(achieved, budget):
-            raise RuntimeError(f"{method} overshot its budget: kept {achieved:.6f} of the layers' {self.cost.kind} "
-                               f"at budget {budget:g}")
-        r = {**self.base, "method": method, "budget": budget, "budget_kind": self.cost.kind, "achieved": achieved,
-             "flops_ratio": f["prunable"] / d["flops"]["prunable"], "flops_total_ratio": f["total"] / d["flops"]["total"],
-             "params": count_params(model), "params_ratio": count_params(model) / d["params"], **extra,
+        r = {**self.base, **measure(self.adapter, model, self.cost, self.dense, method, budget), **extra,
              **self.probe.fields(model)}
         self.tracker.log(r)
         self.logged.append(r)
         m = self.base["metric"]
-        log.info("%s budget=%.2f achieved=%.3f %s=%.4g", method, budget, achieved, m, r.get(m, float("nan")))
+        log.info("%s budget=%.2f achieved=%.3f %s=%.4g", method, budget, r["achieved"], m, r.get(m, float("nan")))
         return r
 
 
@@ -93,25 +105,42 @@ class Shared:
     timings: dict
 
 
+def calibrate(name: str, options: dict, ctx: methods.Context, cap) -> methods.Method:
+    """Build method ``name`` with ``options`` and calibrate it once on the dense model of ``ctx``."""
+    method = methods.build(name, options)
+    method.calibrate(ctx, cap)
+    return method
+
+
+def prune_copy(method: methods.Method, model, budget: float):
+    """A pruned copy of ``model`` at ``budget`` (the dense model is untouched); returns (model, plan, timings)."""
+    t = time.perf_counter()
+    pruned = copy.deepcopy(model).cpu()
+    plan = method.prune(pruned, budget)
+    stages = {f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}
+    return pruned, plan, {"prune_s": time.perf_counter() - t, **stages}
+
+
 def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     """Calibrate ``name`` once on the dense model, then per budget: prune a copy, evaluate, log, save."""
     cls, _ = methods.resolve(name)
-    method = methods.build(name, method_options(cfg, name, cls.uses_sketch))
     ctx = methods.Context(s.model, s.adapter, s.cost, s.device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                           cache_key=s.cache_key, cache_max_bytes=int(float(cfg.paths.get("cache_max_gb", 4)) * 2**30),
                           labelled=s.task.labelled() if cls.needs_labels else None)
     t = time.perf_counter()
-    method.calibrate(ctx, s.cap)
+    method = calibrate(name, method_options(cfg, name, cls.uses_sketch), ctx, s.cap)
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}
     for b in budgets:
-        t = time.perf_counter()
-        pruned = copy.deepcopy(s.model).cpu()
-        plan = method.prune(pruned, b)
-        stages = {f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}
-        extra = {**timings, "prune_s": time.perf_counter() - t, **stages, **method.row_info()}
-        s.rows.log(name, b, pruned, {**evaluate(s.task, pruned, s.device), **extra})
+        pruned, plan, spent = prune_copy(method, s.model, b)
+        scores = evaluate(s.task, pruned, s.device)
+        row = s.rows.log(name, b, pruned, {**scores, **timings, **spent, **method.row_info()})
         if cfg.save_model:
-            save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan)
+            dense = next((r for r in read_rows(out / "results.jsonl") if r["method"] == "dense"), {})
+            info = {**row, "base_model": cfg.model.get("hub_id") or cfg.model.id, "command": command_line(),
+                    "options": dict(method.options), "auto_class": auto_class(pruned),
+                    "metrics": {k: (v, dense.get(k)) for k, v in scores.items() if k != "eval_s"}}
+            card = model_card(info, layer_table(s.adapter, s.model, pruned))
+            save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan, card)
         del pruned
 
 
@@ -123,6 +152,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     todo = [(m, b) for m in spec["methods"] for b in spec["budgets"] if (m, b) not in done]
     if not todo and (("dense", 1.0) in done or not cfg.dense):
         log.info("all rows already in %s; nothing to do", out / "results.jsonl")
+        print(summary(out), flush=True)
         return []
     seed_everything(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
@@ -153,4 +183,5 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             budgets = [b for b in spec["budgets"] if (name, b) not in done]
             if budgets:
                 run_method(cfg, name, budgets, shared, out)
-        return rows.logged
+    print(summary(out), flush=True)
+    return rows.logged

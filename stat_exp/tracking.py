@@ -23,6 +23,22 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def summary(out: Path) -> str:
+    """The end-of-run table (method × budget × metric × FLOPs kept × params kept, from results.jsonl) and the
+    paths of the run's results and curve."""
+    rows = sorted(read_rows(Path(out) / "results.jsonl"), key=lambda r: (r["method"] != "dense", r["method"],
+                                                                            -r["budget"]))
+    metric = rows[0]["metric"] if rows else "metric"
+    head = ["method", "budget", metric, "flops kept", "params kept"]
+    cells = [[r["method"], f"{r['budget']:.2f}", f"{r.get(metric, float('nan')):.4g}", f"{r['flops_ratio']:.3f}",
+              f"{r['params_ratio']:.3f}"] for r in rows]
+    width = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, width)))
+             for row in [head, *cells]]
+    out = Path(out).resolve()
+    return "\n".join([*lines, f"results: {out / 'results.jsonl'}", f"curve:   {out / 'curve.png'}"])
+
+
 def _drop_torn_tail(path: Path) -> None:
     """A run killed mid-write leaves a partial last line: cut it so the next row starts clean."""
     if path.exists():

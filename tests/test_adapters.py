@@ -1,5 +1,8 @@
 """Adapter contract, surgery (masked == sliced), zero-unit sites, save/load round trip (all families)."""
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,3 +118,48 @@ def test_unit_sum_inverts_unit_columns():
     U = unit_sum(M, 2)
     cols = unit_index([1], 2)
     assert U[1, 1] == M[cols][:, cols].sum() and U.shape == (3, 3)
+
+
+def _env(tmp_path):
+    return dict(os.environ, HF_MODULES_CACHE=str(tmp_path / "modules"))
+
+
+_LOAD = """
+import sys, torch, transformers
+d, auto, trust = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+if sys.argv[4] == "1":
+    import stat_exp; stat_exp.register()
+m = getattr(transformers, auto).from_pretrained(d, trust_remote_code=trust).eval()
+with torch.no_grad():
+    o = m(torch.load(d + "/x.pt"))
+same = torch.equal(o.logits if hasattr(o, "logits") else o.last_hidden_state, torch.load(d + "/ref.pt"))
+print(type(m).__name__, "stat_exp" in sys.modules, same)
+"""
+
+
+@pytest.mark.parametrize("trust,native", [(True, False), (False, True)], ids=["remote_code", "registered"])
+def test_saved_model_loads_in_a_fresh_process(tiny, tmp_path, trust, native):
+    """A pruned save loads with plain AutoModel….from_pretrained: through the modeling_stat.py saved beside
+    its weights (trust_remote_code, stat_exp never imported) or natively after stat_exp.register()."""
+    model, _ = tiny
+    pruned = apply_plan(copy.deepcopy(model), _plan(model, lambda li, k, n: [] if li == 1 else [0, n - 1])).eval()
+    x = torch.randint(4, 250, (2, 12))
+    pruned.save_pretrained(tmp_path)
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(outputs(pruned, x), tmp_path / "ref.pt")
+    auto = "AutoModelForCausalLM" if hasattr(pruned, "lm_head") else "AutoModel"
+    r = subprocess.run([sys.executable, "-c", _LOAD, str(tmp_path), auto, str(int(trust)), str(int(native))],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, env=_env(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == [type(pruned).__name__, str(native), "True"]
+
+
+def test_saved_model_without_trust_names_the_fix(tmp_path):
+    from stat_exp.engine.models import tiny_model
+
+    model, _ = tiny_model("llama")
+    apply_plan(model, _plan(model, lambda li, k, n: [0])).save_pretrained(tmp_path)
+    code = "import transformers, sys; transformers.AutoModelForCausalLM.from_pretrained(sys.argv[1])"
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                       stdin=subprocess.DEVNULL, env=_env(tmp_path))
+    assert r.returncode != 0 and "trust_remote_code=True" in r.stderr

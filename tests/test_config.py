@@ -130,7 +130,9 @@ def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
     fifo = tmp_path / "data1" / "wikitext2" / "wiki.test.raw"
     args = [sys.executable, "run.py", "-m", "model=tiny_llama", "debug=fast", "budget=0.5", "calib=2",
             f"paths.data_dir={','.join(dirs)}", f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/cache"]
-    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # SIGINT at its default in the sweep, as in a terminal (a shell's background job inherits it ignored)
+    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     writer = None
     try:
         while writer is None and p.poll() is None:  # job 1 has opened the FIFO: it is blocked reading it

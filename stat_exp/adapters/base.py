@@ -60,8 +60,16 @@ class Adapter:
     def sites(self, layer: nn.Module) -> dict[str, Site]:  # pragma: no cover - per family
         raise NotImplementedError
 
+    def resized_attrs(self, layer: nn.Module) -> dict[str, dict]:
+        """Attributes the family's forward reads (head counts, widths) that follow the sliced Linears, as
+        ``{submodule path within the layer: {attribute: value}}``; saved in the config for reloads."""
+        return {}
+
     def after_resize(self, layer: nn.Module) -> None:
-        """Update attributes the family's forward reads (head counts, widths) after slicing."""
+        """Set ``resized_attrs(layer)`` after slicing."""
+        for path, attrs in self.resized_attrs(layer).items():
+            for key, value in attrs.items():
+                setattr(layer.get_submodule(path), key, value)
 
     def hidden_size(self, model: nn.Module) -> int:
         c = model.config

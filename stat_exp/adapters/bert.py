@@ -12,10 +12,10 @@ class BertAdapter(Adapter):
                         cols_per_unit=1),
         }
 
-    def after_resize(self, layer):
+    def resized_attrs(self, layer):
         s = layer.attention.self
-        s.all_head_size = s.query.out_features
-        s.num_attention_heads = s.all_head_size // s.attention_head_size
+        return {"attention.self": {"all_head_size": s.query.out_features,
+                                   "num_attention_heads": s.query.out_features // s.attention_head_size}}
 
 
 ADAPTER = BertAdapter(

@@ -12,9 +12,9 @@ class DistilBertAdapter(Adapter):
             "ffn": Site("ffn", [(layer.ffn, "lin1", 1)], (layer.ffn, "lin2"), cols_per_unit=1),
         }
 
-    def after_resize(self, layer):
+    def resized_attrs(self, layer):
         a = layer.attention
-        a.n_heads = a.q_lin.out_features // a.attention_head_size
+        return {"attention": {"n_heads": a.q_lin.out_features // a.attention_head_size}}
 
 
 ADAPTER = DistilBertAdapter(

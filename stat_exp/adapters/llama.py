@@ -17,8 +17,8 @@ class LlamaAdapter(Adapter):
                         cols_per_unit=1, gated=True),
         }
 
-    def after_resize(self, layer):
-        layer.mlp.intermediate_size = layer.mlp.down_proj.in_features
+    def resized_attrs(self, layer):
+        return {"mlp": {"intermediate_size": layer.mlp.down_proj.in_features}}
 
 
 ADAPTER = LlamaAdapter(

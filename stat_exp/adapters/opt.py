@@ -1,18 +1,10 @@
 """OPT family: MHA with biases, ReLU MLP (fc1 → fc2) on the decoder layer itself.
 
 OPT's attention views with ``num_heads``, so it must be updated after slicing; with zero heads
-left the view is ambiguous, so the block becomes ``_NoHeadsAttention`` (output = out_proj bias).
+left the view is ambiguous, so the block is silenced (``engine.remote.silence``: output = out_proj bias).
 """
-from transformers.models.opt.modeling_opt import OPTAttention
-
+from ..engine.remote import silence
 from .base import Adapter, Site
-
-
-class _NoHeadsAttention(OPTAttention):
-    """An OPT attention block whose heads were all pruned: it contributes its output bias only."""
-
-    def forward(self, hidden_states, *args, **kwargs):
-        return self.out_proj(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
 
 
 class OPTAdapter(Adapter):
@@ -24,11 +16,14 @@ class OPTAdapter(Adapter):
             "ffn": Site("ffn", [(layer, "fc1", 1)], (layer, "fc2"), cols_per_unit=1),
         }
 
-    def after_resize(self, layer):
+    def resized_attrs(self, layer):
         a = layer.self_attn
-        a.num_heads = a.out_proj.in_features // a.head_dim
-        if a.num_heads == 0:
-            a.__class__ = _NoHeadsAttention
+        return {"self_attn": {"num_heads": a.out_proj.in_features // a.head_dim}}
+
+    def after_resize(self, layer):
+        super().after_resize(layer)
+        if layer.self_attn.num_heads == 0:
+            silence(layer.self_attn, "out_proj")
 
 
 ADAPTER = OPTAdapter(

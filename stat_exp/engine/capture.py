@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from ..progress import progress
 
 from ..adapters.base import Adapter
 
@@ -205,7 +205,7 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
     streams = dict(cap) if isinstance(cap, dict) else {"main": cap}
     first = next(iter(streams))
     all_stats = []
-    for li, layer in enumerate(tqdm(adapter.layers(model), desc=desc, leave=False)):
+    for li, layer in enumerate(progress(adapter.layers(model), desc, "layer")):
         home = next(layer.parameters()).device
         layer.to(device)
         try:

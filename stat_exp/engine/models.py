@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -93,7 +94,18 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
         return tiny_model(family, head, **kw)
     src, kw = _source(model_cfg)
     dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
-    model = getattr(transformers, HEADS[head]).from_pretrained(src, dtype=dt, **kw, **dict(model_cfg.get("kwargs") or {}))
+    t = time.perf_counter()
+    log.info("loading %s (%s)%s", model_cfg.get("name", src), dt, " from GGUF: dequantizing" if kw else "")
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()  # one line per stage, not transformers' loading bars
+    try:
+        model = getattr(transformers, HEADS[head]).from_pretrained(src, dtype=dt, **kw,
+                                                                   **dict(model_cfg.get("kwargs") or {}))
+    finally:
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+    log.info("loaded %s: %.1fM parameters in %.1f s", model_cfg.get("name", src),
+             sum(p.numel() for p in model.parameters()) / 1e6, time.perf_counter() - t)
     if "gguf_file" in kw:  # GGUF tensors are dequantized to `dt` on load: the model is a plain one, so let it save
         model.hf_quantizer = None
         model.is_quantized = False

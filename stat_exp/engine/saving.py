@@ -1,9 +1,14 @@
 """Save and reload pruned models despite per-layer widths.
 
-``finalize(model)`` records per-layer unit counts in the config (``stat_layers``, ``stat_consumer_bias``),
-switches ``model_type`` to ``stat_<type>`` and the model's class to a subclass whose ``__init__`` builds every
-layer at its recorded width. After ``stat_exp.register()`` (``register_auto_classes``),
-``AutoModelFor….from_pretrained(dir)`` and ``Stat<Class>.from_pretrained(dir)`` load it natively.
+``finalize(model)`` records every sliced Linear's shape and the attributes its family's forward reads in the
+config (``stat_linears``, ``stat_attrs``, ``stat_silenced``: see ``remote``), switches ``model_type`` to
+``stat_<type>`` and the model's class to a subclass whose ``__init__`` rebuilds those shapes. Such a model's
+``save_pretrained`` also writes ``modeling_stat.py`` and an ``auto_map``, so two loads work:
+
+- anywhere: ``AutoModelFor….from_pretrained(dir, trust_remote_code=True)`` (no stat-exp needed);
+- natively: after ``stat_exp.register()`` (``register_auto_classes``), ``AutoModelFor….from_pretrained(dir)``.
+
+Without either, transformers refuses with a message that asks for ``trust_remote_code=True``.
 """
 from __future__ import annotations
 
@@ -16,50 +21,80 @@ from torch import nn
 
 from ..adapters import ADAPTERS, get_adapter
 from ..adapters.base import Adapter
-from ..core.plan import SitePlan
-from .surgery import apply_site, ensure_bias
+from . import remote
+from .remote import PrunedMixin
 
 log = logging.getLogger(__name__)
 
 _PRUNED_CLASSES: dict[str, type] = {}
+CODE_FILE = "modeling_stat.py"
 
 
-def _resize_to_config(model: nn.Module) -> None:
-    """Rebuild every layer at the widths recorded in ``config.stat_layers`` (weights come later)."""
-    cfg, adapter = model.config, get_adapter(model)
-    sizes, biases = getattr(cfg, "stat_layers", None), getattr(cfg, "stat_consumer_bias", None)
-    if sizes is None:
-        return
-    for i, layer in enumerate(adapter.layers(model)):
-        for j, (kind, site) in enumerate(adapter.sites(layer).items()):
-            apply_site(site, SitePlan(keep=list(range(sizes[i][j]))))
-            if biases and biases[i][j]:
-                ensure_bias(adapter.sites(layer)[kind].consumer_linear)
-        adapter.after_resize(layer)
+def remote_code(model: nn.Module) -> tuple[str, dict[str, str]]:
+    """The ``modeling_stat.py`` source for a pruned model and the config's ``auto_map`` that points at it."""
+    base_cfg = type(model.config).__mro__[1]
+    prefix = base_cfg.__name__[: -len("Config")]
+    module = importlib.import_module(type(model).__mro__[2].__module__)
+    classes = [prefix + suffix for suffix in get_adapter(model).auto_classes.values()
+               if hasattr(module, prefix + suffix)]
+    auto_map = {"AutoConfig": f"{CODE_FILE[:-3]}.Stat{base_cfg.__name__}"}
+    auto_map |= {auto: f"{CODE_FILE[:-3]}.Stat{prefix}{suffix}"
+                 for auto, suffix in get_adapter(model).auto_classes.items() if prefix + suffix in classes}
+    lines = [Path(remote.__file__).read_text(), "",
+             f"from {base_cfg.__module__} import {base_cfg.__name__}",
+             f"from {module.__name__} import {', '.join(classes)}", "", "",
+             f"class Stat{base_cfg.__name__}({base_cfg.__name__}):",
+             f'    model_type = "{model.config.model_type}"', ""]
+    for name in classes:
+        lines += ["", f"class Stat{name}(PrunedMixin, {name}):", f"    config_class = Stat{base_cfg.__name__}", ""]
+    return "\n".join(lines) + "\n", auto_map
+
+
+def auto_class(model: nn.Module) -> str:
+    """The transformers Auto class that loads ``model``'s class (e.g. ``AutoModelForCausalLM``)."""
+    prefix = type(model.config).__mro__[1].__name__[: -len("Config")]
+    for auto, suffix in get_adapter(model).auto_classes.items():
+        if type(model).__name__ == f"Stat{prefix}{suffix}":
+            return auto
+    return "AutoModel"
+
+
+def _save_with_code(self, save_directory, *args, **kwargs):
+    """``save_pretrained`` that also writes modeling_stat.py and the config's ``auto_map``, so the save loads
+    with ``trust_remote_code=True`` where stat-exp is not installed."""
+    source, self.config.auto_map = remote_code(self)
+    type(self).__mro__[2].save_pretrained(self, save_directory, *args, **kwargs)
+    (Path(save_directory) / CODE_FILE).write_text(source)
 
 
 def _pruned_class(base: type) -> type:
     name = "Stat" + base.__name__
     if name not in _PRUNED_CLASSES:
-        def __init__(self, config, *args, **kwargs):
-            base.__init__(self, config, *args, **kwargs)
-            _resize_to_config(self)
-        _PRUNED_CLASSES[name] = type(name, (base,), {"__init__": __init__, "__module__": __name__})
+        body = {"__module__": __name__, "save_pretrained": _save_with_code}
+        _PRUNED_CLASSES[name] = type(name, (PrunedMixin, base), body)
     return _PRUNED_CLASSES[name]
 
 
 def finalize(model: nn.Module, adapter: Adapter | None = None) -> nn.Module:
     """Record the current per-layer widths in the config and make the model a registered Stat class."""
     adapter = adapter or get_adapter(model)
-    sizes, biases = [], []
+    names = {id(m): n for n, m in model.named_modules()}
+    linears, attrs, silenced = {}, {}, {}
     for layer in adapter.layers(model):
-        sites = adapter.sites(layer)
-        sizes.append([s.n_units for s in sites.values()])
-        biases.append([s.consumer_linear.bias is not None for s in sites.values()])
+        prefix = names[id(layer)]
+        for site in adapter.sites(layer).values():
+            for parent, attr in [(p, a) for p, a, _ in site.producers] + [site.consumer]:
+                lin = getattr(parent, attr)
+                linears[f"{names[id(parent)]}.{attr}"] = [lin.in_features, lin.out_features, lin.bias is not None]
+        for sub, values in adapter.resized_attrs(layer).items():
+            attrs[f"{prefix}.{sub}" if sub else prefix] = values
+        for sub, mod in layer.named_modules(prefix=prefix):
+            if hasattr(mod, "stat_output_linear"):
+                silenced[sub] = mod.stat_output_linear
     cfg = model.config
     if not cfg.model_type.startswith("stat_"):
         cfg.__class__ = _config_class(type(cfg))
-    cfg.stat_layers, cfg.stat_consumer_bias = sizes, biases
+    cfg.stat_linears, cfg.stat_attrs, cfg.stat_silenced = linears, attrs, silenced
     if not type(model).__name__.startswith("Stat"):
         model.__class__ = _pruned_class(type(model))
         model.config_class = type(cfg)
@@ -106,9 +141,13 @@ def register_auto_classes() -> None:
                     pass
 
 
-def save_pruned(d: Path, model: nn.Module, tok, plan) -> None:
-    """``save_pretrained`` of a pruned model and its tokenizer into ``d``, with its plan as plan.json."""
+def save_pruned(d: Path, model: nn.Module, tok, plan, card: str | None = None) -> None:
+    """``save_pretrained`` of a pruned model and its tokenizer into ``d``, with its plan as plan.json and its
+    model card (``card.model_card``) as README.md."""
     model.save_pretrained(d)
     tok.save_pretrained(d)
     (Path(d) / "plan.json").write_text(json.dumps(plan.to_json()))
-    log.info("saved %s (reload: `import stat_exp; stat_exp.register()`, then AutoModel….from_pretrained)", d)
+    if card is not None:
+        (Path(d) / "README.md").write_text(card)
+    log.info("saved %s (reload: AutoModel….from_pretrained(dir, trust_remote_code=True), "
+             "or natively after `import stat_exp; stat_exp.register()`)", d)

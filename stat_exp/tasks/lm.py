@@ -9,10 +9,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data import CORPORA, corpus_rows, corpus_text, tokenize
 from ..errors import UserError
+from ..progress import progress
 from .base import Setting, Task, sample
 
 MAX_WINDOWS = {"c4": 256}
@@ -33,7 +33,7 @@ def perplexity(model, ids: torch.Tensor, seqlen: int, max_windows: int | None = 
         raise ValueError(f"text of {ids.shape[1]} tokens is shorter than one window of {seqlen}")
     windows = ids[0, : n * seqlen].view(n, seqlen)
     nll, count = 0.0, 0
-    for i in tqdm(range(0, n, batch_size), desc=desc, leave=False):
+    for i in progress(range(0, n, batch_size), desc, "window" if batch_size == 1 else "batch"):
         x = windows[i: i + batch_size].to(device)  # (b, T)
         logits = model(input_ids=x, use_cache=False).logits[:, :-1].float()  # (b, T-1, V)
         nll += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum").item()
@@ -64,9 +64,16 @@ class LMTask(Task):
         for ds in [*cfg["datasets"], setting.calib_data]:
             if ds not in CORPORA:
                 raise UserError(f"unknown corpus '{ds}' in task {self.name} or calib_data; choose from {', '.join(CORPORA)}")
-        s = setting
-        self._calib = calibration_windows(tok, s.calib_data, s.calib, s.seqlen, s.seed, s.data_dir)
-        self.sets = {ds: eval_ids(tok, ds, s.data_dir) for ds in cfg["datasets"]}
+        self._calib: torch.Tensor | None = None  # drawn on first use (the pipeline asks before loading weights)
+        self.sets = {ds: eval_ids(tok, ds, setting.data_dir) for ds in cfg["datasets"]}
+
+    @property
+    def windows(self) -> torch.Tensor:
+        """The (calib, seqlen) calibration windows."""
+        if self._calib is None:
+            s = self.setting
+            self._calib = calibration_windows(self.tok, s.calib_data, s.calib, s.seqlen, s.seed, s.data_dir)
+        return self._calib
 
     @property
     def calib_source(self) -> str:
@@ -77,11 +84,11 @@ class LMTask(Task):
         return self.setting.seqlen
 
     def calibration(self) -> list[dict]:
-        return [{"input_ids": x} for x in self._calib.split(self.setting.calib_batch_size)]
+        return [{"input_ids": x} for x in self.windows.split(self.setting.calib_batch_size)]
 
     def labelled(self) -> list[dict]:
         bs = self.cfg.get("label_batch_size") or self.setting.calib_batch_size
-        return [{"input_ids": x, "labels": x} for x in self._calib.split(bs)]
+        return [{"input_ids": x, "labels": x} for x in self.windows.split(bs)]
 
     def evaluate(self, model, device) -> dict:
         s, res = self.setting, {}
