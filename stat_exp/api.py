@@ -32,6 +32,7 @@ from .adapters import adapter_for
 from .core.cost import CostModel
 from .core.plan import PrunePlan
 from .data import collate
+from .engine.card import card_info
 from .errors import UserError
 from .tasks.lm import calibration_windows
 
@@ -104,8 +105,8 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
     """A physically smaller copy of ``model`` keeping ``budget`` of its layer FLOPs, and its ``Report``.
 
     ``model`` (a Hugging Face model of a supported family) is left as it was. The pruned model saves with
-    ``save_pretrained`` (weights, ``modeling_stat.py`` and an ``auto_map``) and reloads with
-    ``from_pretrained(dir, trust_remote_code=True)``. Methods that need labels (``kwon``) get the
+    ``save_pretrained`` (weights, ``modeling_stat.py``, an ``auto_map`` and a model card holding the scores
+    ``evaluate`` measured on it and on ``model``) and reloads with ``from_pretrained(dir, trust_remote_code=True)``. Methods that need labels (``kwon``) get the
     calibration windows with the next-token loss.
     """
     from .pipeline import calibrate, measure, prune_copy, reference, seed_everything
@@ -130,6 +131,14 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
     timings["calibrate_s"] = time.perf_counter() - t
     pruned, plan, spent = prune_copy(m, model, budget)
     kept = measure(adapter, pruned, cost, reference(adapter, model, cost), method, budget)
+    source = calib if isinstance(calib, str) else "texts given to stat_exp.prune"
+    pruned.stat_scores = {}  # the copy must not inherit the dense model's scores
+    pruned.stat_card = card_info(
+        model, pruned, adapter, kept, method=method, options=dict(m.options), calib=n_calib, calib_data=source,
+        seqlen=seqlen, base_model=getattr(model.config, "_name_or_path", None), model=type(model).__name__,
+        command=f"stat_exp.prune(model, tokenizer, budget={budget}, calib={calib!r:.60}, method={method!r}, "
+                f"n_calib={n_calib}, seqlen={seqlen}, seed={seed}" + "".join(f", {k}={v!r}" for k, v in options.items())
+                + ")", dense_scores=getattr(model, "stat_scores", {}))
     return pruned.eval(), Report(plan, method, budget, budget_kind, kept["achieved"], kept["flops_ratio"],
                                  kept["params_ratio"], kept["params"], {**timings, **spent})
 
@@ -154,6 +163,8 @@ def evaluate(model: nn.Module, tokenizer, task: str = "wikitext2", *, seqlen: in
     home = next(model.parameters()).device
     model.eval()
     try:
-        return t.evaluate(model.to(device), device)
+        scores = t.evaluate(model.to(device), device)
     finally:
         model.to(home)
+    model.stat_scores = {**getattr(model, "stat_scores", {}), **scores}  # what a saved model's card reports
+    return scores

@@ -15,12 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import methods, tasks
 from .adapters import adapter_for
-from .card import layer_table, model_card
 from .config import command_line, method_options, output_dir, sweep_group, validate
 from .core.cost import CostModel, count_params, model_flops
 from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer
-from .engine.saving import auto_class, save_pruned
+from .engine.card import card_info
+from .engine.saving import save_pruned
 from .finetune import task_model
 from .latency import Probe
 from .tracking import Tracker, read_rows, summary
@@ -136,11 +136,12 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
         row = s.rows.log(name, b, pruned, {**scores, **timings, **spent, **method.row_info()})
         if cfg.save_model:
             dense = next((r for r in read_rows(out / "results.jsonl") if r["method"] == "dense"), {})
-            info = {**row, "base_model": cfg.model.get("hub_id") or cfg.model.id, "command": command_line(),
-                    "options": dict(method.options), "auto_class": auto_class(pruned),
-                    "metrics": {k: (v, dense.get(k)) for k, v in scores.items() if k != "eval_s"}}
-            card = model_card(info, layer_table(s.adapter, s.model, pruned))
-            save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan, card)
+            pruned.stat_scores = scores
+            pruned.stat_card = card_info(
+                s.model, pruned, s.adapter, row, method=name, options=dict(method.options), calib=cfg.calib,
+                calib_data=row["calib_data"], seqlen=row["seqlen"], base_model=cfg.model.get("hub_id") or cfg.model.id,
+                model=cfg.model.name, command=command_line(), dense_scores={k: dense.get(k) for k in scores})
+            save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan)
         del pruned
 
 

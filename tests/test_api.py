@@ -83,6 +83,19 @@ def test_saved_model_has_a_model_card(tmp_path):
     assert "AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)" in card
 
 
+def test_api_save_writes_a_card_with_the_scores_measured(tmp_path):
+    need_data("wikitext2/wiki.test.raw")
+    model, tok = _model()
+    dense = stat_exp.evaluate(model, tok, "wikitext2", seqlen=32, windows=2, data_dir=str(ROOT / "data"))
+    pruned, _ = stat_exp.prune(model, tok, budget=0.5, calib=TEXTS, n_calib=4, seqlen=32, correction="none")
+    assert pruned.stat_scores == {}  # nothing inherited from the dense model
+    ours = stat_exp.evaluate(pruned, tok, "wikitext2", seqlen=32, windows=2, data_dir=str(ROOT / "data"))
+    pruned.save_pretrained(tmp_path)
+    card = (tmp_path / "README.md").read_text()
+    assert f"| ppl_wikitext2 | {ours['ppl_wikitext2']:.4g} | {dense['ppl_wikitext2']:.4g} |" in card
+    assert "correction='none'" in card and "4 sequences of 32 tokens from `texts given to stat_exp.prune`" in card
+
+
 def test_console_script_is_the_same_app():
     exe = shutil.which("stat-exp")
     assert exe, "the stat-exp console script is not installed (pip install -e .)"

@@ -9,9 +9,11 @@ tiny random config. ``id`` forms:
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -84,6 +86,30 @@ def load_tokenizer(model_cfg):
     return tok
 
 
+@contextmanager
+def _quiet_loading():
+    """One line per stage, not transformers' loading bars (its GGUF dequantization bar ignores the switch, so
+    that module's ``tqdm`` is silenced while loading)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        gguf = importlib.import_module("transformers.modeling_gguf_pytorch_utils")
+    except ImportError:  # pragma: no cover - a transformers build without GGUF support
+        gguf = None
+    bar = getattr(gguf, "tqdm", None)
+    if bar is not None:
+        gguf.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        if bar is not None:
+            gguf.tqdm = bar
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
     """Return (model in eval mode on CPU, tokenizer) for a ``model`` config node."""
     import transformers
@@ -96,14 +122,9 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
     dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
     t = time.perf_counter()
     log.info("loading %s (%s)%s", model_cfg.get("name", src), dt, " from GGUF: dequantizing" if kw else "")
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    transformers.utils.logging.disable_progress_bar()  # one line per stage, not transformers' loading bars
-    try:
+    with _quiet_loading():
         model = getattr(transformers, HEADS[head]).from_pretrained(src, dtype=dt, **kw,
                                                                    **dict(model_cfg.get("kwargs") or {}))
-    finally:
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
     log.info("loaded %s: %.1fM parameters in %.1f s", model_cfg.get("name", src),
              sum(p.numel() for p in model.parameters()) / 1e6, time.perf_counter() - t)
     if "gguf_file" in kw:  # GGUF tensors are dequantized to `dt` on load: the model is a plain one, so let it save

@@ -22,6 +22,7 @@ from torch import nn
 from ..adapters import ADAPTERS, get_adapter
 from ..adapters.base import Adapter
 from . import remote
+from .card import model_card
 from .remote import PrunedMixin
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,13 @@ def auto_class(model: nn.Module) -> str:
 
 def _save_with_code(self, save_directory, *args, **kwargs):
     """``save_pretrained`` that also writes modeling_stat.py and the config's ``auto_map``, so the save loads
-    with ``trust_remote_code=True`` where stat-exp is not installed."""
+    with ``trust_remote_code=True`` where stat-exp is not installed, and the model card (``card``)."""
     source, self.config.auto_map = remote_code(self)
     type(self).__mro__[2].save_pretrained(self, save_directory, *args, **kwargs)
     (Path(save_directory) / CODE_FILE).write_text(source)
+    if getattr(self, "stat_card", None):  # a model card, when the pruner said how it was made
+        text = model_card(self.stat_card, getattr(self, "stat_scores", {}), auto_class(self))
+        (Path(save_directory) / "README.md").write_text(text)
 
 
 def _pruned_class(base: type) -> type:
@@ -141,13 +145,11 @@ def register_auto_classes() -> None:
                     pass
 
 
-def save_pruned(d: Path, model: nn.Module, tok, plan, card: str | None = None) -> None:
-    """``save_pretrained`` of a pruned model and its tokenizer into ``d``, with its plan as plan.json and its
-    model card (``card.model_card``) as README.md."""
+def save_pruned(d: Path, model: nn.Module, tok, plan) -> None:
+    """``save_pretrained`` of a pruned model (with its model card) and its tokenizer into ``d``, with its plan
+    as plan.json."""
     model.save_pretrained(d)
     tok.save_pretrained(d)
     (Path(d) / "plan.json").write_text(json.dumps(plan.to_json()))
-    if card is not None:
-        (Path(d) / "README.md").write_text(card)
     log.info("saved %s (reload: AutoModel….from_pretrained(dir, trust_remote_code=True), "
              "or natively after `import stat_exp; stat_exp.register()`)", d)
