@@ -9,6 +9,7 @@ tiny random config. ``id`` forms:
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import logging
@@ -22,6 +23,7 @@ from ..errors import UserError
 from .hub import check_hub
 
 log = logging.getLogger(__name__)
+_READ: dict[tuple, object] = {}  # configs and tokenizers already read, by source
 
 HEADS = {"causal_lm": "AutoModelForCausalLM", "base": "AutoModel",
          "seq_cls": "AutoModelForSequenceClassification", "qa": "AutoModelForQuestionAnswering"}
@@ -70,7 +72,10 @@ def load_config(model_cfg):
         family, kw = _tiny_args(model_cfg)
         return tiny_config(family, **{k: v for k, v in kw.items() if k not in ("seed", "num_labels", "problem_type")})
     src, kw = _source(model_cfg)
-    return transformers.AutoConfig.from_pretrained(src, **kw)
+    key = ("config", src, *kw.values())
+    if key not in _READ:  # a GGUF file is parsed whole for its config: once per process
+        _READ[key] = transformers.AutoConfig.from_pretrained(src, **kw)
+    return copy.deepcopy(_READ[key])  # models change their config when pruned: never share one
 
 
 def load_tokenizer(model_cfg):
@@ -80,10 +85,13 @@ def load_tokenizer(model_cfg):
     if str(model_cfg.id).startswith("tiny://"):
         return byte_tokenizer()
     src, kw = _source(model_cfg)
-    tok = transformers.AutoTokenizer.from_pretrained(src, **kw)
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    key = ("tokenizer", src, *kw.values())
+    if key not in _READ:  # read once per process (the task and the model share it)
+        tok = transformers.AutoTokenizer.from_pretrained(src, **kw)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        _READ[key] = tok
+    return _READ[key]
 
 
 @contextmanager
@@ -122,9 +130,11 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
     dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
     t = time.perf_counter()
     log.info("loading %s (%s)%s", model_cfg.get("name", src), dt, " from GGUF: dequantizing" if kw else "")
+    extra = dict(model_cfg.get("kwargs") or {})
+    if "gguf_file" in kw and not extra:  # the config read before (parsing a GGUF file is slow)
+        extra["config"] = load_config(model_cfg)
     with _quiet_loading():
-        model = getattr(transformers, HEADS[head]).from_pretrained(src, dtype=dt, **kw,
-                                                                   **dict(model_cfg.get("kwargs") or {}))
+        model = getattr(transformers, HEADS[head]).from_pretrained(src, dtype=dt, **kw, **extra)
     log.info("loaded %s: %.1fM parameters in %.1f s", model_cfg.get("name", src),
              sum(p.numel() for p in model.parameters()) / 1e6, time.perf_counter() - t)
     if "gguf_file" in kw:  # GGUF tensors are dequantized to `dt` on load: the model is a plain one, so let it save
