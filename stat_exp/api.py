@@ -68,7 +68,17 @@ def load(model: str, head: str = "causal_lm", dtype: str | None = None) -> tuple
 
     path = CONF / "model" / f"{model}.yaml"
     cfg = OmegaConf.load(path) if path.exists() else OmegaConf.create({"name": model, "id": model, "head": head})
-    return load_model(cfg, dtype)
+    loaded, tok = load_model(cfg, dtype)
+    loaded.stat_source = {"name": str(cfg.name), "base_model": str(cfg.get("hub_id") or cfg.id)}  # for the card
+    return loaded, tok
+
+
+def _source(model: nn.Module) -> dict:
+    """The card's ``base_model`` and ``model`` name: what ``load`` recorded, else what transformers did."""
+    src = getattr(model, "stat_source", None)
+    if src:
+        return {"base_model": src["base_model"], "model": src["name"]}
+    return {"base_model": getattr(model.config, "_name_or_path", None) or None, "model": type(model).__name__}
 
 
 def _texts(calib: Sequence[str] | Any) -> list[str]:
@@ -135,7 +145,7 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
     pruned.stat_scores = {}  # the copy must not inherit the dense model's scores
     pruned.stat_card = card_info(
         model, pruned, adapter, kept, method=method, options=dict(m.options), calib=n_calib, calib_data=source,
-        seqlen=seqlen, base_model=getattr(model.config, "_name_or_path", None), model=type(model).__name__,
+        seqlen=seqlen, **_source(model),
         command=f"stat_exp.prune(model, tokenizer, budget={budget}, calib={calib!r:.60}, method={method!r}, "
                 f"n_calib={n_calib}, seqlen={seqlen}, seed={seed}" + "".join(f", {k}={v!r}" for k, v in options.items())
                 + ")", dense_scores=getattr(model, "stat_scores", {}))

@@ -50,7 +50,7 @@ def model_card(info: dict, scores: dict, auto: str) -> str:
     if not names:
         metrics = ["Not measured when saved: `stat_exp.evaluate(model, tokenizer, task=…)` before saving fills this."]
     body = [
-        f"# {base or info['model']} pruned with {info['method']} to {info['budget']:g} of its layer "
+        f"# {base if hub else info['model']} pruned with {info['method']} to {info['budget']:g} of its layer "
         f"{info['budget_kind']}", "",
         f"Structured pruning after training with stat-exp {__version__}: "
         "attention units and FFN neurons were removed from every layer and a correction was folded into the "
