@@ -65,6 +65,7 @@ def model_card(info: dict, scores: dict, auto: str) -> str:
         "## Units kept per layer", "", *info["table"], "",
         "## Load", "", "```python", f"from transformers import {auto}, AutoTokenizer",
         f"model = {auto}.from_pretrained(path, trust_remote_code=True)  # runs the modeling_stat.py saved here",
+        "tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)  # it reads the model's config",
         "# or, with stat-exp installed: `import stat_exp; stat_exp.register()`, then no trust_remote_code",
         "```", "",
         "## Reproduce", "", "```bash", info["command"], "```", ""]
