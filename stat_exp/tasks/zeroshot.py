@@ -97,11 +97,16 @@ class ZeroShotTask(LMTask):
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
 
-        lm = HFLM(pretrained=model, tokenizer=self.tok, batch_size=int(self.cfg.get("batch_size", 8)),
-                  device=str(device), max_length=self.setting.seqlen)
-        res = lm_eval.simple_evaluate(model=lm, tasks=self.tasks, num_fewshot=0, limit=self.cfg.get("limit"),
-                                      task_manager=TaskManager(include_path=self._dir.name, include_defaults=False),
-                                      bootstrap_iters=0, log_samples=False, verbosity="ERROR")
+        quiet = logging.getLogger("lm_eval")  # per-request truncation warnings and stage chatter
+        level, quiet.level = quiet.level, logging.ERROR
+        try:
+            lm = HFLM(pretrained=model, tokenizer=self.tok, batch_size=int(self.cfg.get("batch_size", 8)),
+                      device=str(device))  # context length: the model's own
+            tm = TaskManager(include_path=self._dir.name, include_defaults=False)
+            res = lm_eval.simple_evaluate(model=lm, tasks=self.tasks, num_fewshot=0, limit=self.cfg.get("limit"),
+                                          task_manager=tm, bootstrap_iters=0, log_samples=False)
+        finally:
+            quiet.setLevel(level)
         return scores(res["results"], self.cfg.get("limit"), lm_eval.__version__)
 
 
