@@ -1,7 +1,7 @@
 """stat-exp: shrink trained transformers after training (STAT and baselines), one pipeline.
 
 ``stat_exp.load(name)`` → (model, tokenizer), ``stat_exp.prune(model, tokenizer, budget=0.5, calib="c4")`` → (pruned model, report) and
-``stat_exp.evaluate(model, tokenizer, task="wikitext2")`` are the Python entry (``stat_exp.api``); the
+``stat_exp.evaluate(model, tokenizer, task="wikitext2")`` and ``stat_exp.quantize(model, bits=8)`` are the Python entry (``stat_exp.api``); the
 command line is ``python run.py`` / ``stat-exp``. Importing the package imports nothing heavy (the API loads
 on first use; ``stat_exp.core`` is pure torch). ``stat_exp.register()``
 registers the pruned model classes (``stat_llama``, ``stat_opt``, ``stat_bert``, ``stat_distilbert``)
@@ -18,7 +18,7 @@ def register() -> None:
 
 
 def __getattr__(name: str):
-    if name in ("prune", "evaluate", "load", "Report"):
+    if name in ("prune", "evaluate", "load", "quantize", "Report"):
         from . import api
 
         return getattr(api, name)

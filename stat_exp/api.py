@@ -14,6 +14,7 @@ argument           meaning
 ``seqlen``         calibration window; also the length attention FLOPs are priced at
 ``data_dir``       local corpora (default ``$STAT_EXP_DATA`` or ``data/``; missing files: the HF hub)
 ``options``        the method's options (``conf/method/<method>.yaml``), e.g. ``correction="none"``
+``bits``           ``quantize``: 8 or 4, weight-only (optimum-quanto), in place, after pruning
 =================  ===========================================================================
 """
 from __future__ import annotations
@@ -178,3 +179,14 @@ def evaluate(model: nn.Module, tokenizer, task: str = "wikitext2", *, seqlen: in
         model.to(home)
     model.stat_scores = {**getattr(model, "stat_scores", {}), **scores}  # what a saved model's card reports
     return scores
+
+
+def quantize(model: nn.Module, bits: int = 8) -> dict:
+    """Quantize ``model``'s layer Linears to ``bits`` (8 or 4) weight-only, in place (``conf/quant/``); returns
+    ``{"quant", "quant_linears", "quant_grouped", "weight_bytes"}``. ``model.save_pretrained(dir)`` then also
+    writes ``quanto_qmap.json``; reload with ``optimum.quanto.QuantizedModelForCausalLM.from_pretrained(dir)``
+    after ``stat_exp.register()``."""
+    from .engine import quant
+
+    quant.check(bits, next(model.parameters()).dtype, str(next(model.parameters()).device))
+    return quant.quantize(model, adapter_for(model.config), bits)

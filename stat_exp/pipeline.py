@@ -20,6 +20,7 @@ from .core.cost import CostModel, count_params, model_flops
 from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer
 from .engine.card import card_info
+from .engine import quant
 from .engine.saving import save_pruned
 from .finetune import task_model
 from .latency import Probe
@@ -82,6 +83,19 @@ class Rows:
         return r
 
 
+def quant_bits(cfg) -> int | None:
+    """The ``quant`` group's bits (None: no quantization, also for configs without the group)."""
+    q = cfg.get("quant")
+    return None if q is None or q.get("bits") is None else int(q.bits)
+
+
+def quantized(model, adapter, bits: int | None, copy_first: bool):
+    """``model`` with its layer Linears quantized to ``bits`` (a copy when ``copy_first``), and the row fields."""
+    if bits is not None and copy_first:
+        model = copy.deepcopy(model)
+    return model, quant.quantize(model, adapter, bits)
+
+
 def evaluate(task: tasks.Task, model, device) -> dict:
     t = time.perf_counter()
     res = task.evaluate(model.to(device), device)
@@ -132,8 +146,9 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}
     for b in budgets:
         pruned, plan, spent = prune_copy(method, s.model, b)
+        pruned, qinfo = quantized(pruned, s.adapter, quant_bits(cfg), copy_first=False)
         scores = evaluate(s.task, pruned, s.device)
-        row = s.rows.log(name, b, pruned, {**scores, **timings, **spent, **method.row_info()})
+        row = s.rows.log(name, b, pruned, {**scores, **timings, **spent, **method.row_info(), **qinfo})
         if cfg.save_model:
             dense = next((r for r in read_rows(out / "results.jsonl") if r["method"] == "dense"), {})
             pruned.stat_scores = scores
@@ -157,6 +172,8 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         return []
     seed_everything(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    bits = quant_bits(cfg)
+    quant.check(bits, getattr(torch, cfg.model.get("dtype") or "float32"), device)
     t = time.perf_counter()
     task = build_task(cfg)
     calibration = task.calibration()
@@ -174,7 +191,9 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
         rows = Rows(tracker, model, adapter, cost, base, Probe(model, cfg.get("latency"), task.cost_seqlen, cfg.seed,
                                                                 device))
         if ("dense", 1.0) not in done and cfg.dense:
-            rows.log("dense", 1.0, model, {**evaluate(task, model, device), **timings})
+            dense, qinfo = quantized(model, adapter, bits, copy_first=True)
+            rows.log("dense", 1.0, dense, {**evaluate(task, dense, device), **timings, **qinfo})
+            del dense
         t = time.perf_counter()
         cap = capture_inputs(model, adapter, calibration, device) if todo else None
         key = {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,

@@ -24,14 +24,18 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def summary(out: Path) -> str:
-    """The end-of-run table (method × budget × metric × FLOPs kept × params kept, from results.jsonl) and the
-    paths of the run's results and curve."""
+    """The end-of-run table (method × budget × metric × FLOPs kept × params kept, and the quantization with the
+    weights' MB when the run quantized; from results.jsonl) and the paths of the run's results and curve."""
     rows = sorted(read_rows(Path(out) / "results.jsonl"), key=lambda r: (r["method"] != "dense", r["method"],
                                                                             -r["budget"]))
     metric = rows[0]["metric"] if rows else "metric"
     head = ["method", "budget", metric, "flops kept", "params kept"]
     cells = [[r["method"], f"{r['budget']:.2f}", f"{r.get(metric, float('nan')):.4g}", f"{r['flops_ratio']:.3f}",
               f"{r['params_ratio']:.3f}"] for r in rows]
+    if any(r.get("quant", "none") != "none" for r in rows):
+        head += ["quant", "weights MB"]
+        for c, r in zip(cells, rows):
+            c += [r.get("quant", "none"), f"{r.get('weight_bytes', float('nan')) / 1e6:.1f}"]
     width = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, width)))
              for row in [head, *cells]]

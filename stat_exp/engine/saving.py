@@ -66,6 +66,9 @@ def _save_with_code(self, save_directory, *args, **kwargs):
     source, self.config.auto_map = remote_code(self)
     type(self).__mro__[2].save_pretrained(self, save_directory, *args, **kwargs)
     (Path(save_directory) / CODE_FILE).write_text(source)
+    qmap = quant_map(self)
+    if qmap:  # reload: optimum.quanto.QuantizedModelForCausalLM.from_pretrained(dir) after stat_exp.register()
+        (Path(save_directory) / "quanto_qmap.json").write_text(json.dumps(qmap, indent=1))
     if getattr(self, "stat_card", None):  # a model card, when the pruner said how it was made
         text = model_card(self.stat_card, getattr(self, "stat_scores", {}), auto_class(self))
         (Path(save_directory) / "README.md").write_text(text)
@@ -143,6 +146,15 @@ def register_auto_classes() -> None:
                     getattr(transformers, auto_name).register(cfg_cls, cls)
                 except ValueError:
                     pass
+
+
+def quant_map(model: nn.Module) -> dict:
+    """optimum-quanto's map of quantized modules (empty for a model without any)."""
+    if not any(type(m).__module__.startswith("optimum.quanto") for m in model.modules()):
+        return {}
+    from optimum.quanto import quantization_map
+
+    return quantization_map(model)
 
 
 def save_pruned(d: Path, model: nn.Module, tok, plan) -> None:
