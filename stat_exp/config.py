@@ -9,10 +9,10 @@ from omegaconf import OmegaConf
 from .core.cost import KINDS
 from .errors import UserError
 
-GROUPS = ("model", "task", "method", "sketch", "logger", "paths", "experiment", "debug")
+GROUPS = ("model", "task", "method", "sketch", "quant", "logger", "paths", "experiment", "debug")
 
 
-def check_overrides(argv: list[str], conf_dir: Path) -> None:
+def check_overrides(argv: list[str], conf_dir: Path, config_name: str = "config") -> None:
     """Unknown group options (``model=nope``) and unknown keys (``budgte=0.5``, with the closest known key) as
     one line, before Hydra prints its long report."""
     plain = []
@@ -30,17 +30,17 @@ def check_overrides(argv: list[str], conf_dir: Path) -> None:
             if v not in options:
                 raise UserError(f"unknown {key} '{v}'; choose one of: {', '.join(options)}")
     if plain:
-        _check_keys(plain, [a.split(",")[0] for a in argv if a.partition("=")[0] in GROUPS], conf_dir)
+        _check_keys(plain, [a.split(",")[0] for a in argv if a.partition("=")[0] in GROUPS], conf_dir, config_name)
 
 
-def _check_keys(keys: list[str], group_choices: list[str], conf_dir: Path) -> None:
+def _check_keys(keys: list[str], group_choices: list[str], conf_dir: Path, config_name: str = "config") -> None:
     """Every ``key`` must exist in the config composed with the chosen groups."""
     import difflib
 
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(version_base="1.3", config_dir=str(Path(conf_dir).resolve())):
-        cfg = compose(config_name="config", overrides=[c for c in group_choices if not c.endswith("=")])
+        cfg = compose(config_name=config_name, overrides=[c for c in group_choices if not c.endswith("=")])
     missing = object()
     for key in keys:
         if OmegaConf.select(cfg, key, default=missing, throw_on_resolution_failure=False) is not missing:

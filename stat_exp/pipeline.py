@@ -45,6 +45,12 @@ def build_task(cfg) -> tasks.Task:
     return tasks.build(OmegaConf.to_container(cfg.task, resolve=True), load_tokenizer(cfg.model), setting)
 
 
+def cache_key(cfg, model_cfg, task: tasks.Task) -> dict:
+    """What a run's calibration statistics depend on (the key of the statistics cache)."""
+    return {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,
+            "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": cfg.model.get("dtype")}
+
+
 def reference(adapter, model, cost: CostModel) -> dict:
     """The dense model's FLOPs, parameters and constrained cost, against which pruned models are measured."""
     return {"flops": model_flops(adapter, model, cost.seqlen), "params": count_params(model),
@@ -196,8 +202,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
             del dense
         t = time.perf_counter()
         cap = capture_inputs(model, adapter, calibration, device) if todo else None
-        key = {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,
-               "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": cfg.model.get("dtype")}
+        key = cache_key(cfg, model_cfg, task)
         shared = Shared(model, tok, adapter, task, cost, cap, rows, device, key, {"capture_s": time.perf_counter() - t})
         for name in spec["methods"]:
             budgets = [b for b in spec["budgets"] if (name, b) not in done]

@@ -70,6 +70,11 @@ class Task(ABC):
     def cost_seqlen(self) -> int:
         """The sequence length attention FLOPs are priced at (the evaluation data's length)."""
 
+    def heldout(self, n: int) -> list[dict]:
+        """Up to ``n`` model-input batches of evaluation data (never calibration data), for the analysis."""
+        raise UserError(f"task {self.name} gives no held-out inputs to analyze; use a language-model task "
+                        "(wikitext2, ptb, c4) or stsb_embed")
+
     def prepare(self, dense, device) -> None:
         """Called once with the dense model before any evaluation (e.g. reference outputs)."""
 

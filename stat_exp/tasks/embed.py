@@ -72,6 +72,10 @@ class EmbedTask(Task):
     def calibration(self) -> list[dict]:
         return self.cal
 
+    def heldout(self, n: int) -> list[dict]:
+        """The first ``n`` batches of STS-B dev sentences."""
+        return self.dev[:n]
+
     def prepare(self, dense, device) -> None:
         dense.to(device)
         self.reference = embed(dense, self.dev, device)

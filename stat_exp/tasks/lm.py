@@ -90,6 +90,11 @@ class LMTask(Task):
         bs = self.cfg.get("label_batch_size") or self.setting.calib_batch_size
         return [{"input_ids": x, "labels": x} for x in self.windows.split(bs)]
 
+    def heldout(self, n: int) -> list[dict]:
+        """The first ``n`` evaluation windows of the task's first test set, one per batch."""
+        ids, T = next(iter(self.sets.values())), self.setting.seqlen
+        return [{"input_ids": ids[:, i * T:(i + 1) * T]} for i in range(min(n, ids.shape[1] // T))]
+
     def evaluate(self, model, device) -> dict:
         s, res = self.setting, {}
         for ds, ids in self.sets.items():
