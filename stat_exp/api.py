@@ -82,6 +82,19 @@ def _source(model: nn.Module) -> dict:
     return {"base_model": getattr(model.config, "_name_or_path", None) or None, "model": type(model).__name__}
 
 
+def _data_dir(data_dir: str | None) -> str:
+    """``data_dir``, else ``$STAT_EXP_DATA``, else ``data``."""
+    return data_dir or os.environ.get("STAT_EXP_DATA", "data")
+
+
+def with_labels(batch: dict) -> dict:
+    """``batch`` with next-token labels = its input ids, padding (attention_mask 0) set to -100 (no loss)."""
+    labels = batch["input_ids"].clone()
+    if "attention_mask" in batch:
+        labels[batch["attention_mask"] == 0] = -100
+    return {**batch, "labels": labels}
+
+
 def _texts(calib: Sequence[str] | Any) -> list[str]:
     if hasattr(calib, "column_names"):  # a datasets.Dataset
         if "text" not in calib.column_names:
@@ -96,7 +109,7 @@ def _texts(calib: Sequence[str] | Any) -> list[str]:
 def calibration_batches(tokenizer, calib, n_calib: int, seqlen: int, seed: int = 0, batch_size: int = 4,
                         data_dir: str | None = None) -> list[dict]:
     """Model-input batches of ``n_calib`` calibration sequences (see the module table for ``calib``)."""
-    data_dir = data_dir or os.environ.get("STAT_EXP_DATA", "data")
+    data_dir = _data_dir(data_dir)
     if isinstance(calib, str):
         x = calibration_windows(tokenizer, calib, n_calib, seqlen, seed, data_dir)
         return [{"input_ids": b} for b in x.split(batch_size)]
@@ -130,7 +143,7 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
     t = time.perf_counter()
     batches = calibration_batches(tokenizer, calib, n_calib, seqlen, seed, batch_size, data_dir)
     cls, _ = methods.resolve(method)
-    labelled = [{**b, "labels": b["input_ids"]} for b in batches] if cls.needs_labels else None
+    labelled = [with_labels(b) for b in batches] if cls.needs_labels else None
     from .engine.capture import capture_inputs
 
     model.eval()
@@ -162,7 +175,7 @@ def evaluate(model: nn.Module, tokenizer, task: str = "wikitext2", *, seqlen: in
     ``windows`` limits perplexity to the first windows of ``seqlen`` tokens (None: the papers' full split)."""
     from omegaconf import OmegaConf
 
-    data_dir = data_dir or os.environ.get("STAT_EXP_DATA", "data")
+    data_dir = _data_dir(data_dir)
     path = CONF / "task" / f"{task}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))

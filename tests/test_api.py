@@ -110,3 +110,14 @@ def test_progress_logs_one_closing_line(caplog):
     with caplog.at_level("INFO", logger="stat_exp"):
         assert list(progress(range(3), "demo", "window")) == [0, 1, 2]
     assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["demo: 3 windows"]
+
+
+def test_labelled_batches_mask_padding():
+    from stat_exp.api import calibration_batches, with_labels
+
+    _, tok = _model()
+    batches = calibration_batches(tok, ["a b c d e f g h", "ab"], n_calib=2, seqlen=16, batch_size=2)
+    b = with_labels(batches[0])
+    pad = b["attention_mask"] == 0
+    assert bool(pad.any()) and bool((b["labels"][pad] == -100).all())
+    assert torch.equal(b["labels"][~pad], b["input_ids"][~pad])
