@@ -42,7 +42,7 @@ class Adapter:
     family: str
     model_types: tuple[str, ...]
     layer_paths: tuple[str, ...]                 # dotted paths to the ModuleList of layers
-    auto_classes: dict[str, str] = field(default_factory=dict)  # AutoModel name -> HF class name
+    auto_classes: tuple[str, ...] = ()           # the transformers Auto classes the family's heads load with
     paper_variant: str = "opt"                   # STAT's released allocation: bert (post-LN) | opt (pre-LN)
 
     def layers(self, model: nn.Module) -> nn.ModuleList:

@@ -22,7 +22,6 @@ ADAPTER = BertAdapter(
     family="bert",
     model_types=("bert",),
     layer_paths=("bert.encoder.layer", "encoder.layer"),
-    auto_classes={"AutoModel": "Model", "AutoModelForSequenceClassification": "ForSequenceClassification",
-                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+    auto_classes=("AutoModel", "AutoModelForSequenceClassification", "AutoModelForQuestionAnswering"),
     paper_variant="bert",
 )

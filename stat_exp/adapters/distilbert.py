@@ -21,7 +21,6 @@ ADAPTER = DistilBertAdapter(
     family="distilbert",
     model_types=("distilbert",),
     layer_paths=("distilbert.transformer.layer", "transformer.layer"),
-    auto_classes={"AutoModel": "Model", "AutoModelForSequenceClassification": "ForSequenceClassification",
-                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+    auto_classes=("AutoModel", "AutoModelForSequenceClassification", "AutoModelForQuestionAnswering"),
     paper_variant="bert",
 )

@@ -1,4 +1,5 @@
-"""Llama family (also Qwen2 / Mistral layouts): MHA or grouped-query attention, gated MLP.
+"""Llama family and the decoders with its layout (Qwen2/3, Mistral, Gemma 1/2/3): MHA or grouped-query
+attention (``q/k/v/o_proj``; q/k norms over head_dim, extra norms and soft-capping need no slicing), gated MLP.
 
 Attention unit = one KV group: KV head j with query heads j·g … j·g+g−1 (g = num_key_value_groups),
 so HF's uniform group size stays valid after pruning. Head h occupies rows h·d:(h+1)·d.
@@ -23,9 +24,8 @@ class LlamaAdapter(Adapter):
 
 ADAPTER = LlamaAdapter(
     family="llama",
-    model_types=("llama", "qwen2", "mistral"),
+    model_types=("llama", "qwen2", "mistral", "qwen3", "gemma", "gemma2", "gemma3_text"),
     layer_paths=("model.layers", "layers"),
-    auto_classes={"AutoModelForCausalLM": "ForCausalLM", "AutoModel": "Model",
-                  "AutoModelForSequenceClassification": "ForSequenceClassification",
-                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+    auto_classes=("AutoModelForCausalLM", "AutoModel", "AutoModelForSequenceClassification",
+                  "AutoModelForQuestionAnswering"),
 )

@@ -30,7 +30,6 @@ ADAPTER = OPTAdapter(
     family="opt",
     model_types=("opt",),
     layer_paths=("model.decoder.layers", "decoder.layers"),
-    auto_classes={"AutoModelForCausalLM": "ForCausalLM", "AutoModel": "Model",
-                  "AutoModelForSequenceClassification": "ForSequenceClassification",
-                  "AutoModelForQuestionAnswering": "ForQuestionAnswering"},
+    auto_classes=("AutoModelForCausalLM", "AutoModel", "AutoModelForSequenceClassification",
+                  "AutoModelForQuestionAnswering"),
 )

@@ -1,8 +1,10 @@
 """Layer-by-layer calibration engine (the SparseGPT/SliceGPT loop, family-agnostic).
 
 1. ``capture_inputs``: run the model on each calibration batch until layer 0, record its hidden
-   states and every other arg/kwarg (masks, rotary embeddings, position ids) — those are the same
-   for every layer, so no per-model code is needed.
+   states and every other arg/kwarg (masks, rotary embeddings, position ids). Where the config's
+   ``layer_types`` mix kinds (sliding and full attention, local and global rotary: Gemma 2/3, Qwen2 with
+   sliding layers), a second, cheap pass runs every layer as the identity and records what each layer is
+   called with; layers whose arguments differ from layer 0's keep their own (shared tensors stored once).
 2. ``walk``: the one layer loop. For each layer: move it (alone) to the device, run it on every batch
    of one or more *streams* (e.g. the dense and the pruned model's inputs), with forward pre-hooks on
    each site's consumer feeding an accumulator with the consumer's input Z (padding tokens dropped), let
@@ -35,20 +37,53 @@ class Captured:
     args: list[tuple]
     kwargs: list[dict]
     token_mask: list[torch.Tensor | None] = field(default_factory=list)
+    own: dict[int, list[tuple[tuple, dict]]] = field(default_factory=dict)  # layer -> per batch (args, kwargs)
+
+    def inputs(self, layer: int, i: int) -> tuple[tuple, dict]:
+        """(args, kwargs) that layer ``layer`` is called with on batch ``i``."""
+        return self.own[layer][i] if layer in self.own else (self.args[i], self.kwargs[i])
 
     def with_hidden(self, hidden: list[torch.Tensor]) -> "Captured":
         """The same batches (args, kwargs, masks shared) with other hidden states."""
         return replace(self, hidden=list(hidden))
 
 
-def _to(x, device):
+def _to(x, device, memo: dict | None = None):
+    """``x`` (tensors in nested tuples/lists/dicts) on ``device``; with ``memo``, a tensor met twice moves once."""
     if torch.is_tensor(x):
-        return x.to(device)
+        if memo is None:
+            return x.to(device)
+        if id(x) not in memo:
+            memo[id(x)] = (x, x.to(device))  # keep x alive so its id stays unique
+        return memo[id(x)][1]
     if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device) for v in x)
+        return type(x)(_to(v, device, memo) for v in x)
     if isinstance(x, dict):
-        return {k: _to(v, device) for k, v in x.items()}
+        return {k: _to(v, device, memo) for k, v in x.items()}
     return x
+
+
+def _same(a, b) -> bool:
+    """The same objects (tensors by identity) in the same nesting."""
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return a is b
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a is b or a == b
+
+
+def _split(args, kwargs) -> tuple[torch.Tensor, tuple, dict]:
+    """A layer call's (hidden states, other args, kwargs without caches)."""
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("past_key_values", "past_key_value")}
+    hidden = args[0] if args else kwargs.pop("hidden_states")
+    return hidden, tuple(args[1:]), kwargs
+
+
+def mixed_layers(config) -> bool:
+    """Whether the config's ``layer_types`` give layers different masks or rotary tables."""
+    return len(set(getattr(config, "layer_types", None) or [])) > 1
 
 
 def move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> None:
@@ -67,17 +102,16 @@ def move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> None
 @torch.no_grad()
 def capture_inputs(model: nn.Module, adapter: Adapter, batches: list[dict], device="cpu",
                    store_device="cpu") -> Captured:
-    """Inputs of layer 0 for each batch (dicts of input_ids / attention_mask ...)."""
+    """Inputs of layer 0 for each batch (dicts of input_ids / attention_mask ...), and of every other layer
+    whose arguments differ from layer 0's (``mixed_layers``)."""
     layers = adapter.layers(model)
     cap = Captured([], [], [], [])
+    kw = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
 
     def hook(_mod, args, kwargs):
-        kwargs = dict(kwargs)
-        hidden = args[0] if args else kwargs.pop("hidden_states")
+        hidden, rest, kwargs = _split(args, kwargs)
         cap.hidden.append(hidden.to(store_device))
-        cap.args.append(_to(tuple(args[1:]), store_device))
-        kwargs.pop("past_key_values", None)
-        kwargs.pop("past_key_value", None)
+        cap.args.append(_to(rest, store_device))
         cap.kwargs.append(_to(kwargs, store_device))
         raise _Stop
 
@@ -87,12 +121,48 @@ def capture_inputs(model: nn.Module, adapter: Adapter, batches: list[dict], devi
         for b in batches:
             mask = b.get("attention_mask")
             cap.token_mask.append(None if mask is None else mask.bool().to(store_device))
-            kw = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
             try:
                 model(**_to(b, device), **kw)
             except _Stop:
                 pass
+    if mixed_layers(model.config) and len(layers) > 1:
+        cap.own = _per_layer_inputs(model, layers, batches, cap, device, store_device, kw)
     return cap
+
+
+def _per_layer_inputs(model, layers, batches, cap: Captured, device, store_device, kw) -> dict:
+    """Every layer's (args, kwargs) per batch, from a pass where each layer is the identity (layer 0 runs
+    once, on the first batch, for its output's structure); only layers whose arguments differ from layer
+    0's are kept, as {layer: [(args, kwargs) per batch]}."""
+    home = next(layers[0].parameters()).device
+    out0 = layers[0].to(device)(cap.hidden[0].to(device), *_to(cap.args[0], device), **_to(cap.kwargs[0], device))
+    layers[0].to(home)
+    calls: list[list] = [[] for _ in layers]
+
+    def identity(li):
+        def forward(*args, **kwargs):
+            hidden, rest, kwargs = _split(args, kwargs)
+            calls[li].append((rest, kwargs))
+            if li == len(layers) - 1:
+                raise _Stop
+            return (hidden, *out0[1:]) if isinstance(out0, tuple) else hidden
+        return forward
+
+    for li, layer in enumerate(layers):
+        layer.forward = identity(li)
+    try:
+        for b in batches:
+            try:
+                model(**_to(b, device), **kw)
+            except _Stop:
+                pass
+    finally:
+        for layer in layers:
+            del layer.forward
+    memo: dict = {}
+    return {li: [(_to(a, store_device, memo), _to(k, store_device, memo)) for a, k in per_batch]
+            for li, per_batch in enumerate(calls)
+            if li > 0 and not all(_same(c, c0) for c, c0 in zip(per_batch, calls[0]))}
 
 
 class SiteStats:
@@ -144,16 +214,16 @@ class LayerRun:
     stream ``name`` and records the output as that stream's next input; ``forget(name)`` drops recorded
     outputs (the layer changed), so ``outputs()`` re-runs them. ``current`` is the (stream, batch) running."""
 
-    def __init__(self, layer: nn.Module, streams: dict[str, Captured], device):
-        self.layer, self.streams, self.device = layer, streams, device
+    def __init__(self, layer: nn.Module, streams: dict[str, Captured], device, index: int = 0):
+        self.layer, self.streams, self.device, self.index = layer, streams, device, index
         self.out = {name: [None] * len(c.hidden) for name, c in streams.items()}
         self.current: tuple[str, int] = ("", 0)
 
     def __call__(self, name: str, i: int) -> torch.Tensor:
         cap = self.streams[name]
         self.current = (name, i)
-        out = self.layer(cap.hidden[i].to(self.device), *_to(cap.args[i], self.device),
-                         **_to(cap.kwargs[i], self.device))
+        args, kwargs = cap.inputs(self.index, i)
+        out = self.layer(cap.hidden[i].to(self.device), *_to(args, self.device), **_to(kwargs, self.device))
         out = out[0] if isinstance(out, (tuple, list)) else out
         self.out[name][i] = out.to(cap.hidden[i].device)
         return out
@@ -209,7 +279,7 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
         home = next(layer.parameters()).device
         layer.to(device)
         try:
-            run, stats = LayerRun(layer, streams, device), {}
+            run, stats = LayerRun(layer, streams, device, li), {}
             if make_stats is not None:
                 with hooks() as hs:
                     for kind, site in adapter.sites(layer).items():

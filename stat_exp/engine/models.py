@@ -175,6 +175,21 @@ def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 
         return T.Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
                              num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
                              max_position_embeddings=max_pos, bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    decoder = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                   num_attention_heads=heads, num_key_value_heads=kv_heads or heads, max_position_embeddings=max_pos,
+                   bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    mixed = dict(sliding_window=4, head_dim=2 * hidden // heads)  # short windows; head_dim ≠ hidden / heads
+    if family == "mistral":
+        return T.MistralConfig(**decoder, sliding_window=4, tie_word_embeddings=False)
+    if family == "qwen3":  # q/k norms over head_dim; head_dim ≠ hidden / heads
+        return T.Qwen3Config(**decoder, head_dim=2 * hidden // heads, tie_word_embeddings=False)
+    if family == "gemma":
+        return T.GemmaConfig(**decoder, head_dim=2 * hidden // heads)
+    if family == "gemma2":  # sliding and full layers alternate, soft-capping, extra norms
+        return T.Gemma2Config(**decoder, **mixed, layer_types=(["sliding_attention", "full_attention"] * layers)[:layers])
+    if family == "gemma3":  # local (sliding, own rotary base) and global layers, q/k norms
+        return T.Gemma3TextConfig(**decoder, **mixed,
+                                  layer_types=(["sliding_attention", "full_attention"] * layers)[:layers])
     if family == "opt":
         return T.OPTConfig(vocab_size=vocab, hidden_size=hidden, ffn_dim=ffn, num_hidden_layers=layers,
                            num_attention_heads=heads, max_position_embeddings=max_pos, word_embed_proj_dim=hidden,
@@ -185,7 +200,8 @@ def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 
     if family == "distilbert":
         return T.DistilBertConfig(vocab_size=vocab, dim=hidden, hidden_dim=ffn, n_layers=layers, n_heads=heads,
                                   max_position_embeddings=max_pos, pad_token_id=3)
-    raise UserError(f"unknown tiny family '{family}'; choose llama, qwen2, opt, bert or distilbert")
+    raise UserError(f"unknown tiny family '{family}'; choose llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3, opt, "
+                    "bert or distilbert")
 
 
 def tiny_model(family: str, head: str = "causal_lm", seed: int = 0, num_labels: int = 2,

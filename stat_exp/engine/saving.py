@@ -12,7 +12,6 @@ Without either, transformers refuses with a message that asks for ``trust_remote
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -31,33 +30,32 @@ _PRUNED_CLASSES: dict[str, type] = {}
 CODE_FILE = "modeling_stat.py"
 
 
+def family_classes(model: nn.Module) -> dict[str, type]:
+    """{Auto class name: transformers class} of the pruned model's base family (its base config's type)."""
+    mt = type(model.config).__mro__[1].model_type
+    return {auto: c for auto in get_adapter(model).auto_classes if (c := _model_class(auto, mt)) is not None}
+
+
 def remote_code(model: nn.Module) -> tuple[str, dict[str, str]]:
     """The ``modeling_stat.py`` source for a pruned model and the config's ``auto_map`` that points at it."""
     base_cfg = type(model.config).__mro__[1]
-    prefix = base_cfg.__name__[: -len("Config")]
-    module = importlib.import_module(type(model).__mro__[2].__module__)
-    classes = [prefix + suffix for suffix in get_adapter(model).auto_classes.values()
-               if hasattr(module, prefix + suffix)]
+    classes = family_classes(model)
     auto_map = {"AutoConfig": f"{CODE_FILE[:-3]}.Stat{base_cfg.__name__}"}
-    auto_map |= {auto: f"{CODE_FILE[:-3]}.Stat{prefix}{suffix}"
-                 for auto, suffix in get_adapter(model).auto_classes.items() if prefix + suffix in classes}
-    lines = [Path(remote.__file__).read_text(), "",
-             f"from {base_cfg.__module__} import {base_cfg.__name__}",
-             f"from {module.__name__} import {', '.join(classes)}", "", "",
-             f"class Stat{base_cfg.__name__}({base_cfg.__name__}):",
-             f'    model_type = "{model.config.model_type}"', ""]
-    for name in classes:
-        lines += ["", f"class Stat{name}(PrunedMixin, {name}):", f"    config_class = Stat{base_cfg.__name__}", ""]
+    auto_map |= {auto: f"{CODE_FILE[:-3]}.Stat{c.__name__}" for auto, c in classes.items()}
+    lines = [Path(remote.__file__).read_text(), "", f"from {base_cfg.__module__} import {base_cfg.__name__}"]
+    lines += [f"from {c.__module__} import {c.__name__}" for c in classes.values()]
+    lines += ["", "", f"class Stat{base_cfg.__name__}({base_cfg.__name__}):",
+              f'    model_type = "{model.config.model_type}"', ""]
+    for c in classes.values():
+        lines += ["", f"class Stat{c.__name__}(PrunedMixin, {c.__name__}):",
+                  f"    config_class = Stat{base_cfg.__name__}", ""]
     return "\n".join(lines) + "\n", auto_map
 
 
 def auto_class(model: nn.Module) -> str:
     """The transformers Auto class that loads ``model``'s class (e.g. ``AutoModelForCausalLM``)."""
-    prefix = type(model.config).__mro__[1].__name__[: -len("Config")]
-    for auto, suffix in get_adapter(model).auto_classes.items():
-        if type(model).__name__ == f"Stat{prefix}{suffix}":
-            return auto
-    return "AutoModel"
+    base = type(model).__mro__[2]  # StatX → PrunedMixin → X
+    return next((auto for auto, c in family_classes(model).items() if c is base), "AutoModel")
 
 
 def _save_with_code(self, save_directory, *args, **kwargs):
@@ -118,6 +116,16 @@ def _config_class(base: type) -> type:
     return _CONFIG_CLASSES[mt]
 
 
+def _model_class(auto_name: str, model_type: str):
+    """transformers' class for ``model_type`` under Auto class ``auto_name`` (its own mapping: ``gemma3_text``
+    → ``Gemma3ForCausalLM``), or None."""
+    import transformers
+
+    mapping = getattr(transformers, auto_name)._model_mapping._model_mapping
+    name = mapping.get(model_type)
+    return getattr(transformers, name, None) if isinstance(name, str) else None
+
+
 def register_auto_classes() -> None:
     """Register stat_<type> configs and their model classes with the transformers Auto classes."""
     import transformers
@@ -134,10 +142,8 @@ def register_auto_classes() -> None:
                 AutoConfig.register(cfg_cls.model_type, cfg_cls)
             except ValueError:
                 pass  # already registered
-            prefix = base_cfg.__name__[: -len("Config")]
-            module = importlib.import_module(f"transformers.models.{mt}")
-            for auto_name, suffix in adapter.auto_classes.items():
-                base = getattr(module, prefix + suffix, None)
+            for auto_name in adapter.auto_classes:
+                base = _model_class(auto_name, mt)
                 if base is None:
                     continue
                 cls = _pruned_class(base)
