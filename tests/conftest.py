@@ -28,6 +28,7 @@ FAMILIES = [
     ("gemma", "gemma", "causal_lm", {"kv_heads": 1}),
     ("gemma2_gqa", "gemma2", "causal_lm", {"kv_heads": 2, "layers": 3}),
     ("gemma3_gqa", "gemma3", "causal_lm", {"kv_heads": 2, "layers": 3}),
+    ("phi3_gqa", "phi3", "causal_lm", {"kv_heads": 2}),
     ("opt", "opt", "causal_lm", {}),
     ("bert", "bert", "base", {}),
     ("distilbert", "distilbert", "base", {}),

@@ -12,7 +12,7 @@ from conftest import outputs
 from stat_exp.adapters import get_adapter
 from stat_exp.errors import UserError
 from stat_exp.core.plan import PrunePlan, SitePlan
-from stat_exp.core.units import unit_columns as unit_index
+from stat_exp.core.units import rows_per_unit, unit_columns as unit_index
 from stat_exp.engine.surgery import apply_plan
 
 
@@ -34,7 +34,7 @@ def test_site_contract(tiny):
             n = site.n_units
             assert n > 0
             for lin, (_, _, rows) in zip(site.producer_linears(), site.producers):
-                assert lin.out_features == n * rows
+                assert lin.out_features == n * rows_per_unit(rows)
             assert site.consumer_linear.in_features == n * site.cols_per_unit
 
 
@@ -96,6 +96,15 @@ def test_plain_class_load_refuses_pruned_checkpoint(tmp_path):
 
 def test_unit_index():
     assert unit_index([0, 2], 3).tolist() == [0, 1, 2, 6, 7, 8]
+
+
+def test_fused_producer_rows():
+    from stat_exp.core.units import producer_rows, unit_row_sum
+
+    # 3 units, fused blocks of 2 and 1 rows per unit: [u0 u0 u1 u1 u2 u2 | u0 u1 u2]
+    assert producer_rows([0, 2], (2, 1), 3).tolist() == [0, 1, 4, 5, 6, 8]
+    assert producer_rows([1], 2, 3).tolist() == [2, 3]
+    assert unit_row_sum(torch.arange(9.0), (2, 1)).tolist() == [0 + 1 + 6, 2 + 3 + 7, 4 + 5 + 8]
 
 
 def test_unknown_family_is_one_line():

@@ -11,13 +11,15 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ..engine.remote import set_attr
+
 
 @dataclass
 class Site:
     """One prunable site. Linears are held as (parent, attribute) so surgery can replace them."""
 
     kind: str                                   # "attn" | "ffn"
-    producers: list[tuple[nn.Module, str, int]]  # (parent, attr, output rows per unit)
+    producers: list[tuple[nn.Module, str, int | tuple[int, ...]]]  # (parent, attr, rows per unit): see units.producer_rows
     consumer: tuple[nn.Module, str]              # (parent, attr); input columns are per unit
     cols_per_unit: int
     score_rows_per_unit: int = 0                 # query rows per unit (attention score FLOPs)
@@ -69,7 +71,7 @@ class Adapter:
         """Set ``resized_attrs(layer)`` after slicing."""
         for path, attrs in self.resized_attrs(layer).items():
             for key, value in attrs.items():
-                setattr(layer.get_submodule(path), key, value)
+                set_attr(layer.get_submodule(path), key, value)
 
     def hidden_size(self, model: nn.Module) -> int:
         c = model.config

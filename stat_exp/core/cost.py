@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from .units import rows_per_unit
+
 if TYPE_CHECKING:  # sites and adapters are duck-typed here: core imports no model code
     from ..adapters.base import Adapter, Site
 
@@ -39,7 +41,7 @@ def site_flops(site: Site, seqlen: int) -> int:
 
 def unit_cost(site: Site, seqlen: int) -> int:
     """FLOPs per token that removing one unit of this site saves."""
-    c = sum(2 * p.in_features * r for p, (_, _, r) in zip(site.producer_linears(), site.producers))
+    c = sum(2 * p.in_features * rows_per_unit(r) for p, (_, _, r) in zip(site.producer_linears(), site.producers))
     c += 2 * site.cols_per_unit * site.consumer_linear.out_features
     if site.kind == "attn":
         c += 4 * seqlen * site.score_rows_per_unit

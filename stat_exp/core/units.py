@@ -7,6 +7,8 @@ columns of its consumer's input (and rows of each producer). The one place that 
 | columns    | k·per_unit   | their column indices, unit by unit                           |
 | x          | n or n × n   | a per-column vector or a column × column matrix (n = U·per_unit) |
 | unit_sum   | U or U × U   | x summed over each unit's columns (every axis)               |
+| rows       | int or tuple | a producer's rows per unit: one block of U·rows, or a fused  |
+|            |              | output of blocks U·r₁, U·r₂, … (Phi-3's qkv: (g·d, d, d))    |
 """
 from __future__ import annotations
 
@@ -25,3 +27,28 @@ def unit_sum(x: torch.Tensor, per_unit: int) -> torch.Tensor:
     if x.dim() == 1:
         return x.reshape(U, per_unit).sum(1)
     return x.reshape(U, per_unit, U, per_unit).sum((1, 3))
+
+
+def producer_rows(keep, rows: int | tuple[int, ...], n_units: int, device=None) -> torch.Tensor:
+    """Output-row indices of a producer for the units ``keep``: ``unit_columns`` for one block; for a fused
+    output (``rows`` a tuple), unit u owns r consecutive rows in each block, block j starting at Σ U·r_<j."""
+    if isinstance(rows, int):
+        return unit_columns(keep, rows, device)
+    out, offset = [], 0
+    for r in rows:
+        out.append(offset + unit_columns(keep, r, device))
+        offset += n_units * r
+    return torch.cat(out)
+
+
+def rows_per_unit(rows: int | tuple[int, ...]) -> int:
+    """How many of a producer's output rows one unit owns."""
+    return rows if isinstance(rows, int) else sum(rows)
+
+
+def unit_row_sum(v: torch.Tensor, rows: int | tuple[int, ...]) -> torch.Tensor:
+    """A per-row vector of a producer summed into (U,) per unit (over every block of a fused output)."""
+    if isinstance(rows, int):
+        return unit_sum(v, rows)
+    U = v.shape[0] // sum(rows)
+    return sum(unit_sum(block, r) for block, r in zip(v.split([U * r for r in rows]), rows))

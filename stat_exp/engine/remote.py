@@ -9,11 +9,15 @@ functions serve the natively registered classes (``saving.register_auto_classes`
 config key             meaning (written by ``saving.finalize``)
 =====================  =====================================================================
 ``stat_linears``       ``{dotted path: [in_features, out_features, has_bias]}`` per sliced Linear
-``stat_attrs``         ``{dotted path: {attribute: value}}`` the family's forward reads (head counts)
+``stat_attrs``         ``{dotted path: {attribute: value}}`` the family's forward reads (head counts);
+                       ``config.<key>`` sets it on the module's own copy of the config (a forward that
+                       reads the shared config, as Phi-3's attention reads ``num_attention_heads``)
 ``stat_silenced``      ``{dotted path of an attention block: name of its output Linear}`` (no heads)
 =====================  =====================================================================
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -36,6 +40,16 @@ def silence(block: nn.Module, output_linear: str) -> None:
     block.stat_output_linear = output_linear
 
 
+def set_attr(module: nn.Module, key: str, value) -> None:
+    """``module.<key> = value``; for ``config.<name>``, on a copy of the config that ``module`` alone holds."""
+    if key.startswith("config."):
+        if not getattr(module, "stat_own_config", False):
+            module.config, module.stat_own_config = copy.copy(module.config), True
+        setattr(module.config, key[len("config."):], value)
+    else:
+        setattr(module, key, value)
+
+
 def resize_from_config(model: nn.Module) -> None:
     """Replace every Linear and attribute recorded in ``model.config`` (weights are loaded afterwards)."""
     cfg = model.config
@@ -46,7 +60,7 @@ def resize_from_config(model: nn.Module) -> None:
         setattr(parent, name, nn.Linear(fin, fout, bias=bias, device=old.device, dtype=old.dtype))
     for path, attrs in (getattr(cfg, "stat_attrs", None) or {}).items():
         for key, value in attrs.items():
-            setattr(model.get_submodule(path), key, value)
+            set_attr(model.get_submodule(path), key, value)
     for path, output_linear in (getattr(cfg, "stat_silenced", None) or {}).items():
         silence(model.get_submodule(path), output_linear)
 

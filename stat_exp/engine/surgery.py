@@ -8,7 +8,7 @@ from torch import nn
 from ..adapters import get_adapter
 from ..adapters.base import Adapter, Site
 from ..core.plan import PrunePlan, SitePlan
-from ..core.units import unit_columns
+from ..core.units import producer_rows, unit_columns
 
 
 def slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
@@ -30,8 +30,9 @@ def ensure_bias(lin: nn.Linear) -> None:
 
 def apply_site(site: Site, sp: SitePlan) -> None:
     """Slice one site in place: producers' rows, the consumer's columns, then the folded update."""
+    n = site.n_units
     for parent, attr, rows in site.producers:
-        setattr(parent, attr, slice_linear(getattr(parent, attr), unit_columns(sp.keep, rows), 0))
+        setattr(parent, attr, slice_linear(getattr(parent, attr), producer_rows(sp.keep, rows, n), 0))
     parent, attr = site.consumer
     new = slice_linear(getattr(parent, attr), unit_columns(sp.keep, site.cols_per_unit), 1)
     _update_consumer(new, sp.weight, sp.bias_delta)

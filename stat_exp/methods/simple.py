@@ -5,7 +5,7 @@ import torch
 
 from ..core import allocation
 from ..core.plan import PrunePlan
-from ..core.units import unit_columns, unit_sum
+from ..core.units import unit_columns, unit_row_sum, unit_sum
 from .base import Method
 
 
@@ -54,7 +54,7 @@ class Magnitude(_Scored):
             site = self.ctx.site(i)
             sq = unit_sum(site.consumer_linear.weight.detach().float().square().sum(0), site.cols_per_unit)
             for lin, (_, _, rows) in zip(site.producer_linears(), site.producers):
-                sq = sq + lin.weight.detach().float().square().sum(1).reshape(-1, rows).sum(1)
+                sq = sq + unit_row_sum(lin.weight.detach().float().square().sum(1), rows)
             out.append(sq.sqrt())
         return out
 
