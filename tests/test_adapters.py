@@ -84,6 +84,20 @@ def test_save_load_round_trip(tiny, tmp_path):
     assert torch.equal(outputs(reloaded, x), outputs(pruned, x))
 
 
+def test_model_read_from_a_directory_saves_as_its_stat_type(tiny, tmp_path):
+    """A config read from disk holds ``model_type`` itself: the pruned save must still say stat_<type>."""
+    from stat_exp.engine.saving import remote_code
+
+    model, _ = tiny
+    model.save_pretrained(tmp_path / "dense")
+    auto = transformers.AutoModelForCausalLM if hasattr(model, "lm_head") else transformers.AutoModel
+    model = auto.from_pretrained(tmp_path / "dense").eval()
+    base = model.config.model_type
+    pruned = apply_plan(model, _plan(model, lambda li, k, n: [0]))
+    assert pruned.config.model_type == pruned.config.to_dict()["model_type"] == f"stat_{base}"
+    assert f'model_type = "stat_{base}"' in remote_code(pruned)[0]
+
+
 def test_plain_class_load_refuses_pruned_checkpoint(tmp_path):
     """A pruned checkpoint must never be silently re-initialised by the plain class."""
     from stat_exp.engine.models import tiny_model

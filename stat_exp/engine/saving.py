@@ -45,7 +45,7 @@ def remote_code(model: nn.Module) -> tuple[str, dict[str, str]]:
     lines = [Path(remote.__file__).read_text(), "", f"from {base_cfg.__module__} import {base_cfg.__name__}"]
     lines += [f"from {c.__module__} import {c.__name__}" for c in classes.values()]
     lines += ["", "", f"class Stat{base_cfg.__name__}({base_cfg.__name__}):",
-              f'    model_type = "{model.config.model_type}"', ""]
+              f'    model_type = "{type(model.config).model_type}"', ""]
     for c in classes.values():
         lines += ["", f"class Stat{c.__name__}(PrunedMixin, {c.__name__}):",
                   f"    config_class = Stat{base_cfg.__name__}", ""]
@@ -97,8 +97,9 @@ def finalize(model: nn.Module, adapter: Adapter | None = None) -> nn.Module:
             if hasattr(mod, "stat_output_linear"):
                 silenced[sub] = mod.stat_output_linear
     cfg = model.config
-    if not cfg.model_type.startswith("stat_"):
+    if not type(cfg).model_type.startswith("stat_"):
         cfg.__class__ = _config_class(type(cfg))
+    cfg.__dict__.pop("model_type", None)  # a config read from a directory holds its own copy of the old type
     cfg.stat_linears, cfg.stat_attrs, cfg.stat_silenced = linears, attrs, silenced
     if not type(model).__name__.startswith("Stat"):
         model.__class__ = _pruned_class(type(model))
