@@ -13,6 +13,7 @@ argument           meaning
 ``n_calib``        number of calibration sequences (texts beyond it are sampled with ``seed``)
 ``seqlen``         calibration window; also the length attention FLOPs are priced at
 ``data_dir``       local corpora (default ``$STAT_EXP_DATA`` or ``data/``; missing files: the HF hub)
+``bos``            ``evaluate``: BOS convention of perplexity windows (auto | none | corpus | window)
 ``options``        the method's options (``conf/method/<method>.yaml``), e.g. ``correction="none"``
 ``bits``           ``quantize``: 8 or 4, weight-only (optimum-quanto), in place, after pruning
 =================  ===========================================================================
@@ -169,7 +170,7 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
 
 def evaluate(model: nn.Module, tokenizer, task: str = "wikitext2", *, seqlen: int = 1024,
              windows: int | None = None, batch_size: int = 1, device: str | None = None,
-             data_dir: str | None = None) -> dict[str, float]:
+             data_dir: str | None = None, bos: str = "auto") -> dict[str, float]:
     """The metrics of ``task`` (a name in ``conf/task/``: ``wikitext2``, ``ptb``, ``c4``, ``lm_all``, GLUE
     tasks for a model fine-tuned on them, ...) for ``model``: e.g. ``{"ppl_wikitext2": 28.5, ...}``.
     ``windows`` limits perplexity to the first windows of ``seqlen`` tokens (None: the papers' full split)."""
@@ -183,7 +184,8 @@ def evaluate(model: nn.Module, tokenizer, task: str = "wikitext2", *, seqlen: in
     cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     t = tasks.build(cfg, tokenizer, tasks.Setting(data_dir, 0, 0, seqlen, eval_windows=windows,
-                                                  eval_batch_size=batch_size))
+                                                  eval_batch_size=batch_size, bos=bos,
+                                                  model_type=getattr(model.config, "model_type", "")))
     home = next(model.parameters()).device
     model.eval()
     try:

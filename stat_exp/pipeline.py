@@ -41,7 +41,8 @@ def build_task(cfg) -> tasks.Task:
     adapter_for(config)  # an unknown family fails here, in seconds
     ctx_len = getattr(config, "max_position_embeddings", None) or cfg.seqlen
     setting = tasks.Setting(str(cfg.paths.data_dir), int(cfg.calib), int(cfg.seed), min(int(cfg.seqlen), int(ctx_len)),
-                            int(cfg.calib_batch_size), str(cfg.calib_data), cfg.eval_windows, int(cfg.eval_batch_size))
+                            int(cfg.calib_batch_size), str(cfg.calib_data), cfg.eval_windows, int(cfg.eval_batch_size),
+                            str(cfg.get("eval_bos", "auto")), str(config.model_type))
     return tasks.build(OmegaConf.to_container(cfg.task, resolve=True), load_tokenizer(cfg.model), setting)
 
 

@@ -221,3 +221,52 @@ def test_glue_calib_larger_than_train_is_one_line(tmp_path):
     cfg = _cfg(tmp_path, "tiny_bert", "rte", "calib=100000", "task.finetune.epochs=1")
     with pytest.raises(UserError, match="lower calib"):
         run_experiment(cfg)
+
+
+class _Tok:
+    """A tokenizer stand-in: BOS id 1, optionally added by the tokenizer itself."""
+
+    def __init__(self, adds_bos: bool, bos=1):
+        self.adds_bos, self.bos_token_id = adds_bos, bos
+
+    def __call__(self, text):
+        return {"input_ids": ([1] if self.adds_bos else []) + [5] * len(text)}
+
+
+def test_bos_convention_follows_the_model():
+    from stat_exp.tasks.lm import bos_mode
+
+    assert bos_mode(_Tok(False), "gemma3_text") == "window" and bos_mode(_Tok(False), "stat_gemma2") == "window"
+    assert bos_mode(_Tok(True), "llama") == "corpus" and bos_mode(_Tok(False), "llama") == "none"
+    assert bos_mode(_Tok(False, bos=None), "gemma") == "none"
+    assert bos_mode(_Tok(False), "llama", "window") == "window"
+    with pytest.raises(UserError, match="eval_bos='x'"):
+        bos_mode(_Tok(False), "llama", "x")
+    with pytest.raises(UserError, match="no BOS token"):
+        bos_mode(_Tok(False, bos=None), "llama", "corpus")
+
+
+def test_window_bos_perplexity_by_hand():
+    from stat_exp.tasks.lm import perplexity
+
+    model, _ = tiny_model("gemma", kv_heads=1)
+    ids = torch.randint(4, 250, (1, 50))
+    got = perplexity(model, ids, seqlen=8, max_windows=3, bos_id=1)
+    nll = 0.0
+    for i in range(3):  # each window: BOS + the next 7 tokens; the 7 real tokens are scored
+        x = torch.cat([torch.tensor([1]), ids[0, 7 * i: 7 * i + 7]])[None]
+        with torch.no_grad():
+            logits = model(input_ids=x).logits[0, :-1]
+        nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+    assert got["tokens"] == 21 and got["windows"] == 3
+    assert got["nll"] == pytest.approx(nll / 21, rel=1e-5)
+
+
+def test_gemma_rows_record_window_bos(tmp_path):
+    need_data("wikitext2/wiki.test.raw", "c4/c4-train.00000-of-01024.first1041.jsonl")
+    rows = run_experiment(compose(["model=tiny_llama", "model.id=tiny://gemma3", "debug=fast", "budget=[0.7]",
+                                   f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/c"]))
+    assert {r["bos"] for r in rows} == {"window"}
+    rows = run_experiment(compose(["model=tiny_llama", "debug=fast", "budget=[0.7]", "eval_bos=none",
+                                   f"paths.output_dir={tmp_path}/b", f"paths.cache_dir={tmp_path}/c"]))
+    assert {r["bos"] for r in rows} == {"none"}

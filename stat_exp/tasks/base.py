@@ -28,6 +28,8 @@ class Setting:
     calib_data: str = "c4"
     eval_windows: int | None = None
     eval_batch_size: int = 1
+    bos: str = "auto"            # perplexity windows' BOS: auto | none | corpus | window (tasks/lm.py)
+    model_type: str = ""         # the model's config.model_type (for conventions such as ``bos``)
 
 
 def sample(pool: Sequence, n: int, seed: int, what: str = "examples", source: str = "the calibration pool",

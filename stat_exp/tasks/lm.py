@@ -1,6 +1,10 @@
 """Language modelling: perplexity by the pruning papers' protocol (SparseGPT/Wanda/FLAP/SliceGPT):
 token-level NLL over non-overlapping windows of ``seqlen`` tokens of the joined test text; the tail
-shorter than a window is dropped; C4 keeps the first 256 windows. Calibration: ``calib`` non-overlapping
+shorter than a window is dropped; C4 keeps the first 256 windows. A beginning-of-sequence token follows
+the model's convention (``bos``): ``window`` puts one at the start of every window (Gemma: its outputs
+degrade without it), ``corpus`` one at the start of the joined text (what Llama-2's tokenizer does in the
+papers' scripts), ``none`` no special token; ``auto`` picks window for Gemma families, corpus when the
+tokenizer adds a BOS by itself, else none. The row's ``bos`` says which. Calibration: ``calib`` non-overlapping
 windows of ``seqlen`` tokens drawn (seeded) from a corpus' train split; labelled batches are the same
 windows with the next-token loss."""
 from __future__ import annotations
@@ -18,20 +22,45 @@ from .base import Setting, Task, sample
 MAX_WINDOWS = {"c4": 256}
 
 
-def eval_ids(tokenizer, corpus: str, data_dir: str) -> torch.Tensor:
-    return tokenize(tokenizer, corpus_text(corpus, "validation" if corpus == "c4" else "test", data_dir))
+BOS_MODES = ("auto", "none", "corpus", "window")
+
+
+def bos_mode(tokenizer, model_type: str, requested: str = "auto") -> str:
+    """The BOS convention for perplexity windows (module docstring); ``requested`` unless it is ``auto``."""
+    if requested not in BOS_MODES:
+        raise UserError(f"eval_bos={requested!r}; choose one of {', '.join(BOS_MODES)}")
+    if requested != "auto":
+        if requested != "none" and tokenizer.bos_token_id is None:
+            raise UserError(f"eval_bos={requested} but the tokenizer has no BOS token; use eval_bos=none")
+        return requested
+    if tokenizer.bos_token_id is None:
+        return "none"
+    if model_type.removeprefix("stat_").startswith("gemma"):
+        return "window"
+    ids = tokenizer("a")["input_ids"]
+    return "corpus" if ids and ids[0] == tokenizer.bos_token_id else "none"
+
+
+def eval_ids(tokenizer, corpus: str, data_dir: str, bos: str = "none") -> torch.Tensor:
+    """(1, L) ids of the evaluation split, with a BOS in front when ``bos`` is ``corpus``."""
+    ids = tokenize(tokenizer, corpus_text(corpus, "validation" if corpus == "c4" else "test", data_dir))
+    return torch.cat([torch.tensor([[tokenizer.bos_token_id]]), ids], 1) if bos == "corpus" else ids
 
 
 @torch.no_grad()
 def perplexity(model, ids: torch.Tensor, seqlen: int, max_windows: int | None = None, batch_size: int = 1,
-               device="cpu", desc: str = "ppl") -> dict:
-    """ids: (1, L). Returns {'ppl', 'nll', 'tokens', 'windows'}."""
-    n = ids.shape[1] // seqlen
+               device="cpu", desc: str = "ppl", bos_id: int | None = None) -> dict:
+    """ids: (1, L). Windows of ``seqlen`` tokens; with ``bos_id``, each window is that token followed by the
+    next seqlen − 1 tokens of ``ids``. Returns {'ppl', 'nll', 'tokens', 'windows'}."""
+    step = seqlen - (bos_id is not None)
+    n = ids.shape[1] // step
     if max_windows:
         n = min(n, max_windows)
     if n == 0:
         raise ValueError(f"text of {ids.shape[1]} tokens is shorter than one window of {seqlen}")
-    windows = ids[0, : n * seqlen].view(n, seqlen)
+    windows = ids[0, : n * step].view(n, step)
+    if bos_id is not None:
+        windows = torch.cat([torch.full((n, 1), bos_id, dtype=windows.dtype), windows], 1)
     nll, count = 0.0, 0
     for i in progress(range(0, n, batch_size), desc, "window" if batch_size == 1 else "batch"):
         x = windows[i: i + batch_size].to(device)  # (b, T)
@@ -65,7 +94,8 @@ class LMTask(Task):
             if ds not in CORPORA:
                 raise UserError(f"unknown corpus '{ds}' in task {self.name} or calib_data; choose from {', '.join(CORPORA)}")
         self._calib: torch.Tensor | None = None  # drawn on first use (the pipeline asks before loading weights)
-        self.sets = {ds: eval_ids(tok, ds, setting.data_dir) for ds in cfg["datasets"]}
+        self.bos = bos_mode(tok, setting.model_type, setting.bos)
+        self.sets = {ds: eval_ids(tok, ds, setting.data_dir, self.bos) for ds in cfg["datasets"]}
 
     @property
     def windows(self) -> torch.Tensor:
@@ -92,16 +122,19 @@ class LMTask(Task):
 
     def heldout(self, n: int) -> list[dict]:
         """The first ``n`` evaluation windows of the task's first test set, one per batch."""
-        ids, T = next(iter(self.sets.values())), self.setting.seqlen
-        return [{"input_ids": ids[:, i * T:(i + 1) * T]} for i in range(min(n, ids.shape[1] // T))]
+        ids, window = next(iter(self.sets.values())), self.bos == "window"
+        step = self.setting.seqlen - window
+        bos = torch.full((1, int(window)), self.tok.bos_token_id if window else 0, dtype=ids.dtype)
+        return [{"input_ids": torch.cat([bos, ids[:, i * step:(i + 1) * step]], 1)}
+                for i in range(min(n, ids.shape[1] // step))]
 
     def evaluate(self, model, device) -> dict:
         s, res = self.setting, {}
         for ds, ids in self.sets.items():
             r = perplexity(model, ids, s.seqlen, s.eval_windows or MAX_WINDOWS.get(ds), s.eval_batch_size, device,
-                           desc=f"ppl {ds}")
+                           desc=f"ppl {ds}", bos_id=self.tok.bos_token_id if self.bos == "window" else None)
             res[f"ppl_{ds}"], res[f"windows_{ds}"] = r["ppl"], r["windows"]
-        return res
+        return {**res, "bos": self.bos}
 
 
 TASK = LMTask
