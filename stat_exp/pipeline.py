@@ -133,10 +133,18 @@ def calibrate(name: str, options: dict, ctx: methods.Context, cap) -> methods.Me
     return method
 
 
+def shared_copy(model):
+    """A copy of ``model``'s modules and config that shares its parameter and buffer tensors: surgery replaces
+    the sliced Linears of the copy with new ones, so a pruned model costs only its own kept weights (peak host
+    memory of a curve ≈ dense + one pruned model). Nothing may modify the copy's tensors in place."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
 def prune_copy(method: methods.Method, model, budget: float):
     """A pruned copy of ``model`` at ``budget`` (the dense model is untouched); returns (model, plan, timings)."""
     t = time.perf_counter()
-    pruned = copy.deepcopy(model).cpu()
+    pruned = shared_copy(model)
     plan = method.prune(pruned, budget)
     stages = {f"stage_{k}": v for k, v in getattr(method, "timings", {}).items()}
     return pruned, plan, {"prune_s": time.perf_counter() - t, **stages}

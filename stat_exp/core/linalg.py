@@ -91,14 +91,16 @@ def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float):
 def ridge_solve(A: torch.Tensor, B: torch.Tensor, ridge: float) -> torch.Tensor:
     """X solving (A + λI) X = B for a PSD A (k, k) and B (k, m) or (k,), in float64, with
     λ = ridge · mean(diag A) (a Tikhonov term relative to A's scale). Cholesky; least squares when
-    A + λI is not numerically positive definite. The one regularised solve of the project."""
+    A + λI is not numerically positive definite (pseudo-inverse). The one regularised solve of the project."""
     A, B = A.to(torch.float64), B.to(torch.float64)
     vec = B.dim() == 1
     B = B[:, None] if vec else B
     lam = ridge * float(torch.diagonal(A).mean().clamp_min(1e-300))
     A = A + lam * torch.eye(len(A), dtype=torch.float64, device=A.device)
     L, info = torch.linalg.cholesky_ex(A)
-    X = torch.cholesky_solve(B, L) if int(info) == 0 else torch.linalg.lstsq(A, B).solution
+    # not positive definite: the minimum-norm least-squares solution through the symmetric pseudo-inverse
+    # (torch.linalg.lstsq's CPU default, gelsy, returns zeros on ~10% of calls for a rank-deficient A)
+    X = torch.cholesky_solve(B, L) if int(info) == 0 else torch.linalg.pinv(A, hermitian=True) @ B
     return X[:, 0] if vec else X
 
 
