@@ -212,3 +212,48 @@ def test_report_never_mixes_protocols_unless_pooled(tmp_path):
     report.main([str(tmp_path / "pooled"), str(tmp_path / "c8w10"), str(tmp_path / "c16w10"), "--pool", "calib"])
     md = (tmp_path / "pooled" / "table.md").read_text()
     assert md.startswith("Nothing split; pooled over calib (--pool).") and "| stat | 25.00 ± 7.07 (0.500) |" in md
+
+
+def test_budget_curve_peak_memory_is_dense_plus_one_pruned_model():
+    """A curve of pruned copies costs each copy's own kept weights only: the resident-set peak above the dense
+    model stays below one dense copy (a full copy per budget would exceed it), sampled from /proc."""
+    import threading
+    import time
+
+    from stat_exp import methods
+    from stat_exp.adapters import adapter_for
+    from stat_exp.core.cost import CostModel
+    from stat_exp.engine.models import tiny_model
+    from stat_exp.pipeline import prune_copy
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    model, _ = tiny_model("llama", hidden=512, layers=8, heads=8, ffn=1536, vocab=1000)
+    dense_bytes = sum(p.numel() * 4 for p in model.parameters())
+    ctx = methods.Context(model, adapter_for(model.config), CostModel("flops", 64))
+    method = methods.build("magnitude")
+    method.calibrate(ctx, None)
+    peak, stop = [rss()], threading.Event()
+    base = peak[0]
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    own = []
+    try:
+        for b in (0.7, 0.5, 0.3):
+            pruned, _, _ = prune_copy(method, model, b)
+            shared = {p.data_ptr() for p in model.parameters()}
+            own.append(sum(p.numel() * 4 for p in pruned.parameters() if p.data_ptr() not in shared))
+            del pruned
+    finally:
+        stop.set()
+        t.join()
+    assert own[0] < 0.75 * dense_bytes  # the copy's own tensors: the kept layer weights only
+    assert peak[0] - base < 0.9 * dense_bytes, (peak[0] - base, dense_bytes, own)
