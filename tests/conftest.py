@@ -29,6 +29,7 @@ FAMILIES = [
     ("gemma2_gqa", "gemma2", "causal_lm", {"kv_heads": 2, "layers": 3}),
     ("gemma3_gqa", "gemma3", "causal_lm", {"kv_heads": 2, "layers": 3}),
     ("phi3_gqa", "phi3", "causal_lm", {"kv_heads": 2}),
+    ("olmo2_gqa", "olmo2", "causal_lm", {"kv_heads": 2}),
     ("opt", "opt", "causal_lm", {}),
     ("bert", "bert", "base", {}),
     ("distilbert", "distilbert", "base", {}),

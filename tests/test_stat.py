@@ -6,6 +6,7 @@ import torch
 
 from conftest import outputs
 from stat_exp import methods
+from stat_exp.errors import UserError
 from stat_exp.core import linalg
 from stat_exp.adapters import get_adapter
 from stat_exp.engine.capture import capture_inputs
@@ -150,6 +151,10 @@ def test_budget_one_unchanged_and_respected(tiny):
     ad, dense, prev = m.ctx.adapter, model_flops(m.ctx.adapter, model, 16)["prunable"], -1.0
     for b in (0.2, 0.4, 0.6, 0.8):
         p = copy.deepcopy(model)
+        if b < m.ctx.fixed_cost / m.ctx.dense_cost:  # below what the family cannot prune (OLMo-2's attention)
+            with pytest.raises(UserError, match="at least"):
+                m.prune(p, b)
+            continue
         m.prune(p, b)
         got = model_flops(ad, p, 16)["prunable"] / dense
         assert got <= b + 1e-9 and got >= prev
@@ -169,6 +174,10 @@ def test_every_switch_runs(tiny, opts):
     model, _ = tiny
     m, x = _calibrated(model, **opts)
     p = copy.deepcopy(model)
+    if opts.get("allocation") == "paper" and m.ctx.adapter.family == "olmo2":  # FFN-only family
+        with pytest.raises(UserError, match="allocation=greedy"):
+            m.prune(p, 0.6)
+        return
     plan = m.prune(p, 0.6)
     assert torch.isfinite(outputs(p, x)).all()
     dense = model_flops(m.ctx.adapter, model, 16)["prunable"]

@@ -1,9 +1,9 @@
 """Adapter registry: ``get_adapter(model)`` picks the family from ``config.model_type``."""
 from ..errors import UserError
-from . import bert, distilbert, llama, opt, phi3
+from . import bert, distilbert, llama, olmo2, opt, phi3
 from .base import Adapter, Site
 
-ADAPTERS: dict[str, Adapter] = {a.family: a for a in (llama.ADAPTER, phi3.ADAPTER, opt.ADAPTER, bert.ADAPTER,
+ADAPTERS: dict[str, Adapter] = {a.family: a for a in (llama.ADAPTER, phi3.ADAPTER, olmo2.ADAPTER, opt.ADAPTER, bert.ADAPTER,
                                                        distilbert.ADAPTER)}
 _BY_TYPE = {t: a for a in ADAPTERS.values() for t in a.model_types}
 _BY_TYPE.update({f"stat_{t}": a for t, a in list(_BY_TYPE.items())})

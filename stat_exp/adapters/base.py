@@ -62,6 +62,10 @@ class Adapter:
     def sites(self, layer: nn.Module) -> dict[str, Site]:  # pragma: no cover - per family
         raise NotImplementedError
 
+    def fixed_flops(self, layer: nn.Module, seqlen: int) -> int:
+        """FLOPs per token of the layer's parts that are no site (never pruned; 0 for most families)."""
+        return 0
+
     def resized_attrs(self, layer: nn.Module) -> dict[str, dict]:
         """Attributes the family's forward reads (head counts, widths) that follow the sliced Linears, as
         ``{submodule path within the layer: {attribute: value}}``; saved in the config for reloads."""

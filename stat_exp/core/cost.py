@@ -49,7 +49,8 @@ def unit_cost(site: Site, seqlen: int) -> int:
 
 
 def layer_flops(adapter: Adapter, layer: nn.Module, seqlen: int) -> int:
-    return sum(site_flops(s, seqlen) for s in adapter.sites(layer).values())
+    """FLOPs per token of one layer: its sites and the parts the family cannot prune (``fixed_flops``)."""
+    return sum(site_flops(s, seqlen) for s in adapter.sites(layer).values()) + adapter.fixed_flops(layer, seqlen)
 
 
 def model_flops(adapter: Adapter, model: nn.Module, seqlen: int) -> dict[str, int]:

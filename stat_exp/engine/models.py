@@ -190,6 +190,8 @@ def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 
     if family == "gemma3":  # local (sliding, own rotary base) and global layers, q/k norms
         return T.Gemma3TextConfig(**decoder, **mixed,
                                   layer_types=(["sliding_attention", "full_attention"] * layers)[:layers])
+    if family == "olmo2":  # q/k norms over all heads: FFN-only pruning
+        return T.Olmo2Config(**decoder, tie_word_embeddings=False)
     if family == "phi3":  # fused qkv_proj and gate_up_proj
         return T.Phi3Config(**decoder, tie_word_embeddings=False)
     if family == "opt":
@@ -202,7 +204,7 @@ def tiny_config(family: str, *, hidden: int = 64, layers: int = 2, heads: int = 
     if family == "distilbert":
         return T.DistilBertConfig(vocab_size=vocab, dim=hidden, hidden_dim=ffn, n_layers=layers, n_heads=heads,
                                   max_position_embeddings=max_pos, pad_token_id=3)
-    raise UserError(f"unknown tiny family '{family}'; choose llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3, phi3, opt, "
+    raise UserError(f"unknown tiny family '{family}'; choose llama, qwen2, mistral, qwen3, gemma, gemma2, gemma3, phi3, olmo2, opt, "
                     "bert or distilbert")
 
 

@@ -15,6 +15,7 @@ from ..core.cost import CostModel
 from ..core.plan import PrunePlan, SitePlan
 from ..engine.capture import Captured, SiteStats, walk
 from ..engine.surgery import apply_plan
+from ..errors import UserError
 
 
 @dataclass
@@ -47,9 +48,19 @@ class Context:
         li, kind = self.site_keys[i]
         return self.adapter.sites(self.adapter.layers(self.model)[li])[kind]
 
+    @property
+    def fixed_cost(self) -> int:
+        """The part of ``dense_cost`` no unit carries (layer parts the family cannot prune)."""
+        return self.dense_cost - sum(n * c for n, c in zip(self.n_units, self.costs))
+
     def budget(self, fraction: float) -> float:
-        """The absolute cost a budget fraction allows."""
-        return fraction * self.dense_cost
+        """The absolute cost the units may keep at a budget fraction (the fixed part is always kept)."""
+        left = fraction * self.dense_cost - self.fixed_cost
+        if left < 0:
+            raise UserError(f"budget {fraction:g} is below the part of the layers this family cannot prune "
+                            f"({self.fixed_cost / self.dense_cost:.3f} of them); use a budget of at least "
+                            f"{self.fixed_cost / self.dense_cost:.3f}")
+        return left
 
     def layered(self, per_site: list) -> list[dict]:
         """A flat per-site list as [{kind: value}] per layer."""

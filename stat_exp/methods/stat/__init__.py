@@ -150,6 +150,9 @@ class STAT(Method):
         keys, f = self.ctx.site_keys, self.factors
         att = [i for i, (_, k) in enumerate(keys) if k == "attn"]
         ffn = [i for i, (_, k) in enumerate(keys) if k == "ffn"]
+        if len(att) != len(ffn):
+            raise UserError(f"allocation=paper needs heads and neurons in every layer; the {self.ctx.adapter.family} "
+                            "family prunes FFN neurons only: use allocation=greedy")
         level = "err2_quirk" if self.opts.paper_head_quirk else "err2"
         r, e = allocate.paper_levels([f[i]["rdiag"] for i in ffn], [f[i][level][:-1].sqrt() for i in att],
                                      self.variant)
