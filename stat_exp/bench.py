@@ -5,8 +5,12 @@
 
 ``place=cpu`` (default) keeps the model on the host and moves one layer at a time to the device,
 as the pipeline does, so peak device memory is about one layer plus activations and statistics.
-Prints one line per stage and a JSON summary; exit code 0 (a bad argument: one ``error:`` line, exit 2).
-Not a test: timings vary by machine.
+First it measures the machine's matmul peak (GFLOP/s of an n × n product, fp32 and bf16, with the threads
+torch uses), then prints each stage's time and, where its FLOPs are known, its achieved GFLOP/s and fraction
+of the peak at the model's dtype: ``eval`` (one forward of ``batch`` windows), ``statistics`` (the layer
+forwards of the calibration tokens plus the Gram products ZᵀZ of every site). Factorisation and fold are
+reported as fractions of the statistics stage. Prints a JSON summary last; exit code 0 (a bad argument: one
+``error:`` line, exit 2). Not a test: timings vary by machine; run it with nothing else on the machine.
 """
 from __future__ import annotations
 
@@ -25,6 +29,41 @@ SHAPES = {  # family, hidden, layers, heads, kv_heads, ffn, vocab
     "bert_large": ("bert", 1024, 24, 16, 16, 4096, 30522),
     "distilbert": ("distilbert", 768, 6, 12, 12, 3072, 30522),
 }
+
+
+def matmul_peak(device: str, dtype, max_n: int = 2048, seconds: float = 1.0) -> float:
+    """GFLOP/s of repeated square products in ``dtype`` on ``device`` (best of the repeats). The size doubles
+    from 256 until one product takes 0.1 s or reaches ``max_n``, so a slow dtype (bf16 on a CPU without bf16
+    instructions: about 1 GFLOP/s) costs seconds, not minutes."""
+    from .latency import elapsed
+
+    n = 256
+    while True:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        t = time.perf_counter()
+        a @ b
+        if elapsed(t, device) >= 0.1 or n >= max_n:
+            break
+        n *= 2
+    best, spent = float("inf"), 0.0
+    while spent < seconds:
+        t = time.perf_counter()
+        a @ b
+        dt = elapsed(t, device)
+        best, spent = min(best, dt), spent + dt
+    return 2 * n ** 3 / best / 1e9
+
+
+def stage_flops(model, adapter, tokens: int, seqlen: int) -> dict:
+    """FLOPs of the measured stages on ``tokens`` tokens (attention priced at ``seqlen``): ``forward`` (the
+    layers), ``eval`` (the whole model: layers and LM head) and ``gram`` (ZᵀZ of every site's consumer input)."""
+    from .core.cost import model_flops
+
+    gram = sum(2 * tokens * s.consumer_linear.in_features ** 2 for layer in adapter.layers(model)
+               for s in adapter.sites(layer).values())
+    f = model_flops(adapter, model, seqlen)
+    return {"forward": tokens * f["prunable"], "eval": tokens * f["total"], "gram": gram}
 
 
 def build(shape: str, dtype, where: str, seed: int = 0):
@@ -119,6 +158,20 @@ def main(argv: list[str]) -> dict:
     res = {"shape": shape, "calib": calib, "seqlen": seqlen, "tokens": calib * seqlen, "device": device,
            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
            "dtype": str(dtype).split(".")[-1], "place": place, "build_s": round(t_build, 2)}
+    res["threads"] = torch.get_num_threads()
+    res["peak_fp32_gflops"] = matmul_peak(device, torch.float32)
+    res["peak_bf16_gflops"] = matmul_peak(device, torch.bfloat16)
+    peak = res["peak_bf16_gflops"] if dtype == torch.bfloat16 else res["peak_fp32_gflops"]
+    fl = stage_flops(model, ad, calib * seqlen, seqlen)
+    t = time.perf_counter()
+    with torch.no_grad():
+        model.to(device)(input_ids=ids[:batch].to(device), use_cache=False) if hasattr(model, "lm_head") else \
+            model.to(device)(input_ids=ids[:batch].to(device))
+    res["eval_forward_s"] = _elapsed(t, device)
+    model.to("cpu") if place == "cpu" else None
+    eval_flops = stage_flops(model, ad, min(batch, calib) * seqlen, seqlen)["eval"]
+    res["eval_gflops"] = eval_flops / res["eval_forward_s"] / 1e9
+    res["eval_of_peak"] = res["eval_gflops"] / peak
     t = time.perf_counter()
     cap = capture_inputs(model, ad, [{"input_ids": x} for x in ids.split(batch)], device,
                          store_device=device)
@@ -134,6 +187,10 @@ def main(argv: list[str]) -> dict:
     res["fold_s"] = res["plan_and_fold_s"] - res["allocation_s"]
     del res["plan_and_fold_s"]
     res["stat_total_s"] = sum(res[k] for k in ("capture_s", "statistics_s", "factorization_s", "allocation_s", "fold_s"))
+    res["statistics_gflops"] = (fl["forward"] + fl["gram"]) / res["statistics_s"] / 1e9
+    res["statistics_of_peak"] = res["statistics_gflops"] / peak
+    res["factorization_of_statistics"] = res["factorization_s"] / res["statistics_s"]
+    res["fold_of_statistics"] = (res["fold_s"] + res["allocation_s"]) / res["statistics_s"]
     if device.startswith("cuda"):
         res["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
     for k, v in res.items():

@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import CONF, ROOT, compose
 
@@ -180,3 +181,25 @@ def test_bench_help():
     r = subprocess.run([sys.executable, "-m", "stat_exp.bench", "--help"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and "shape=llama2_7b" in r.stdout
+
+
+def test_bench_reports_stages_against_the_matmul_peak():
+    """The bench's FLOP counts: the forward is tokens × the model's layer FLOPs, the Gram stage 2·N·n² per site;
+    its fractions of the measured peak are positive and consistent with its times."""
+    from stat_exp.adapters import get_adapter
+    from stat_exp.bench import main, stage_flops
+    from stat_exp.core.cost import model_flops
+
+    res = main(["shape=distilbert", "calib=4", "seqlen=32", "batch=2"])
+    for key in ("peak_fp32_gflops", "peak_bf16_gflops", "eval_of_peak", "statistics_of_peak",
+                "factorization_of_statistics", "fold_of_statistics"):
+        assert res[key] > 0, key
+    assert res["threads"] == torch.get_num_threads()
+    assert res["factorization_of_statistics"] == pytest.approx(res["factorization_s"] / res["statistics_s"])
+    from stat_exp.bench import build
+
+    model = build("distilbert", torch.float32, "cpu")
+    ad = get_adapter(model)
+    fl = stage_flops(model, ad, 128, 32)
+    assert fl["forward"] == 128 * model_flops(ad, model, 32)["prunable"]
+    assert fl["gram"] == 6 * 2 * 128 * (768 ** 2 + 3072 ** 2)  # 6 layers; sites' inputs 768 (heads), 3072 (FFN)
