@@ -18,7 +18,7 @@ from .adapters import adapter_for
 from .config import command_line, method_options, output_dir, sweep_group, validate
 from .core.cost import CostModel, count_params, model_flops
 from .engine.capture import capture_inputs
-from .engine.models import load, load_config, load_tokenizer
+from .engine.models import load, load_config, load_tokenizer, resolve_dtype
 from .engine.card import card_info
 from .engine import quant
 from .engine.saving import save_pruned
@@ -49,7 +49,7 @@ def build_task(cfg) -> tasks.Task:
 def cache_key(cfg, model_cfg, task: tasks.Task) -> dict:
     """What a run's calibration statistics depend on (the key of the statistics cache)."""
     return {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,
-            "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": cfg.model.get("dtype")}
+            "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": resolve_dtype(cfg.model)}
 
 
 def reference(adapter, model, cost: CostModel) -> dict:
@@ -188,7 +188,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     seed_everything(cfg.seed)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     bits = quant_bits(cfg)
-    quant.check(bits, getattr(torch, cfg.model.get("dtype") or "float32"), device)
+    quant.check(bits, getattr(torch, resolve_dtype(cfg.model)), device)
     t = time.perf_counter()
     task = build_task(cfg)
     calibration = task.calibration()

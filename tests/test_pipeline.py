@@ -257,3 +257,34 @@ def test_budget_curve_peak_memory_is_dense_plus_one_pruned_model():
         t.join()
     assert own[0] < 0.75 * dense_bytes  # the copy's own tensors: the kept layer weights only
     assert peak[0] - base < 0.9 * dense_bytes, (peak[0] - base, dense_bytes, own)
+
+
+def test_bf16_end_to_end_on_a_tiny_model(tmp_path):
+    """model.dtype=bfloat16: statistics in fp32/fp64, weights and saves in bf16, every method within budget."""
+    import json
+
+    import transformers
+
+    rows = run_experiment(_cfg(tmp_path, "model.dtype=bfloat16", "budget=[0.6]", "save_model=true"))
+    assert {r["method"] for r in rows} == {"dense", "stat", "wanda_sp", "magnitude", "random"}
+    for r in rows:
+        assert r["flops_ratio"] <= r["budget"] + 1e-9 and 1 < r["ppl_wikitext2"] < 1e4
+    saved = tmp_path / "pruned_stat_0.6"
+    assert json.loads((saved / "config.json").read_text())["dtype"] == "bfloat16"
+    back = transformers.AutoModelForCausalLM.from_pretrained(saved)
+    assert {p.dtype for p in back.parameters()} == {torch.bfloat16}
+
+
+def test_auto_dtype_is_bf16_only_for_big_models_on_a_gpu(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from stat_exp.engine import models
+
+    small = OmegaConf.create({"id": "tiny://llama", "dtype": "auto"})
+    big = OmegaConf.create({"id": "tiny://llama", "dtype": "auto", "tiny": {"hidden": 4096, "layers": 32,
+                                                                            "ffn": 11008, "heads": 32}})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert models.resolve_dtype(big) == "float32"  # a CPU multiplies bf16 ~150x slower than fp32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert models.resolve_dtype(big) == "bfloat16" and models.resolve_dtype(small) == "float32"
+    assert models.resolve_dtype(OmegaConf.create({"id": "x", "dtype": "float16"})) == "float16"

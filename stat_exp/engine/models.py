@@ -118,16 +118,35 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+BIG = 1e9  # parameters from which ``dtype: auto`` stores bf16 weights on a GPU
+
+
+def resolve_dtype(model_cfg) -> str:
+    """``model.dtype``, with ``auto`` = bfloat16 for a model of ≥ 1B parameters when CUDA is available, else
+    float32 (CPUs without bf16 units multiply bf16 at ~1 GFLOP/s, 150× below fp32: see results/scale.md)."""
+    want = str(model_cfg.get("dtype") or "float32")
+    if want != "auto":
+        return want
+    if not torch.cuda.is_available():
+        return "float32"
+    c = load_config(model_cfg)
+    d, L = getattr(c, "hidden_size", 0), getattr(c, "num_hidden_layers", 0)
+    f = getattr(c, "intermediate_size", 4 * d) or 4 * d
+    approx = L * (4 * d * d + 3 * d * f) + getattr(c, "vocab_size", 0) * d
+    return "bfloat16" if approx >= BIG else "float32"
+
+
 def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
     """Return (model in eval mode on CPU, tokenizer) for a ``model`` config node."""
     import transformers
 
     head = model_cfg.get("head", "causal_lm")
+    dt = getattr(torch, dtype or resolve_dtype(model_cfg))
     if str(model_cfg.id).startswith("tiny://"):
         family, kw = _tiny_args(model_cfg)
-        return tiny_model(family, head, **kw)
+        model, tok = tiny_model(family, head, **kw)
+        return model.to(dt), tok
     src, kw = _source(model_cfg)
-    dt = getattr(torch, dtype or model_cfg.get("dtype", "float32"))
     t = time.perf_counter()
     log.info("loading %s (%s)%s", model_cfg.get("name", src), dt, " from GGUF: dequantizing" if kw else "")
     extra = dict(model_cfg.get("kwargs") or {})
