@@ -165,8 +165,7 @@ def main(argv: list[str]) -> dict:
     fl = stage_flops(model, ad, calib * seqlen, seqlen)
     t = time.perf_counter()
     with torch.no_grad():
-        model.to(device)(input_ids=ids[:batch].to(device), use_cache=False) if hasattr(model, "lm_head") else \
-            model.to(device)(input_ids=ids[:batch].to(device))
+        model.to(device)(input_ids=ids[:batch].to(device), **({"use_cache": False} if hasattr(model, "lm_head") else {}))
     res["eval_forward_s"] = _elapsed(t, device)
     model.to("cpu") if place == "cpu" else None
     eval_flops = stage_flops(model, ad, min(batch, calib) * seqlen, seqlen)["eval"]

@@ -47,20 +47,28 @@ def eval_ids(tokenizer, corpus: str, data_dir: str, bos: str = "none") -> torch.
     return torch.cat([torch.tensor([[tokenizer.bos_token_id]]), ids], 1) if bos == "corpus" else ids
 
 
+def eval_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None,
+                 bos_id: int | None = None) -> torch.Tensor:
+    """(n, seqlen) non-overlapping windows of ``ids`` (1, L), the short tail dropped, at most ``max_windows``;
+    with ``bos_id``, each window is that token followed by the next seqlen − 1 tokens."""
+    step = seqlen - (bos_id is not None)
+    n = ids.shape[1] // step
+    n = min(n, max_windows) if max_windows else n
+    windows = ids[0, : n * step].view(n, step)
+    if bos_id is not None:
+        windows = torch.cat([torch.full((n, 1), bos_id, dtype=windows.dtype), windows], 1)
+    return windows
+
+
 @torch.no_grad()
 def perplexity(model, ids: torch.Tensor, seqlen: int, max_windows: int | None = None, batch_size: int = 1,
                device="cpu", desc: str = "ppl", bos_id: int | None = None) -> dict:
     """ids: (1, L). Windows of ``seqlen`` tokens; with ``bos_id``, each window is that token followed by the
     next seqlen − 1 tokens of ``ids``. Returns {'ppl', 'nll', 'tokens', 'windows'}."""
-    step = seqlen - (bos_id is not None)
-    n = ids.shape[1] // step
-    if max_windows:
-        n = min(n, max_windows)
+    windows = eval_windows(ids, seqlen, max_windows, bos_id)
+    n = len(windows)
     if n == 0:
         raise ValueError(f"text of {ids.shape[1]} tokens is shorter than one window of {seqlen}")
-    windows = ids[0, : n * step].view(n, step)
-    if bos_id is not None:
-        windows = torch.cat([torch.full((n, 1), bos_id, dtype=windows.dtype), windows], 1)
     nll, count = 0.0, 0
     for i in progress(range(0, n, batch_size), desc, "window" if batch_size == 1 else "batch"):
         x = windows[i: i + batch_size].to(device)  # (b, T)
@@ -122,11 +130,9 @@ class LMTask(Task):
 
     def heldout(self, n: int) -> list[dict]:
         """The first ``n`` evaluation windows of the task's first test set, one per batch."""
-        ids, window = next(iter(self.sets.values())), self.bos == "window"
-        step = self.setting.seqlen - window
-        bos = torch.full((1, int(window)), self.tok.bos_token_id if window else 0, dtype=ids.dtype)
-        return [{"input_ids": torch.cat([bos, ids[:, i * step:(i + 1) * step]], 1)}
-                for i in range(min(n, ids.shape[1] // step))]
+        bos_id = self.tok.bos_token_id if self.bos == "window" else None
+        windows = eval_windows(next(iter(self.sets.values())), self.setting.seqlen, n, bos_id)
+        return [{"input_ids": w[None]} for w in windows]
 
     def evaluate(self, model, device) -> dict:
         s, res = self.setting, {}
