@@ -36,6 +36,7 @@ from .engine.capture import capture_inputs
 from .engine.models import load
 from .errors import UserError
 from .finetune import task_model
+from .methods.stat.statistics import full
 from .pipeline import build_task, cache_key, calibrate, prune_copy, seed_everything
 
 log = logging.getLogger("stat_exp.analyze")
@@ -63,7 +64,7 @@ def site_analysis(stat) -> list[dict]:
     """Per layer {kind: {'sigma': [...], 'id_error': [...]}} from a calibrated STAT method."""
     layers = stat.ctx.layered([None] * len(stat.ctx.site_keys))
     for i, (li, kind) in enumerate(stat.ctx.site_keys):
-        sigma = spectrum(stat.stats[li][kind]["G"])
+        sigma = spectrum(full(stat.stats[li][kind]))
         layers[li][kind] = {"sigma": sigma.tolist(), "id_error": id_curve(stat.factors[i]["err2"]).tolist()}
     return layers
 

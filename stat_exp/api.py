@@ -126,21 +126,25 @@ def calibration_batches(tokenizer, calib, n_calib: int, seqlen: int, seed: int =
 def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, method: str = "stat",
           n_calib: int = 32, seqlen: int = 1024, seed: int = 0, budget_kind: str = "flops",
           device: str | None = None, batch_size: int = 4, data_dir: str | None = None,
-          **options) -> tuple[nn.Module, Report]:
+          attn_units: str = "kv_group", **options) -> tuple[nn.Module, Report]:
     """A physically smaller copy of ``model`` keeping ``budget`` of its layer FLOPs, and its ``Report``.
 
     ``model`` (a Hugging Face model of a supported family) is left as it was. The pruned model saves with
     ``save_pretrained`` (weights, ``modeling_stat.py``, an ``auto_map`` and a model card holding the scores
     ``evaluate`` measured on it and on ``model``) and reloads with ``from_pretrained(dir, trust_remote_code=True)``. Methods that need labels (``kwon``) get the
-    calibration windows with the next-token loss.
+    calibration windows with the next-token loss. ``attn_units="query_head"`` prunes single query heads under
+    grouped-query attention (a KV head goes when the last query head reading it does).
     """
-    from .pipeline import calibrate, measure, prune_copy, reference, seed_everything
+    from .engine.surgery import attention_units
+    from .pipeline import calibrate, measure, prune_copy, reference, seed_everything, shared_copy
 
     if not 0 < budget <= 1:
         raise UserError(f"budget={budget} is outside (0, 1]; pass the fraction of layer {budget_kind} to keep")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     seed_everything(seed)
     adapter, cost = adapter_for(model.config), CostModel(budget_kind, seqlen)
+    if attn_units != "kv_group":  # split the groups of a copy: ``model`` stays as it was
+        model = attention_units(shared_copy(model), attn_units, adapter)
     t = time.perf_counter()
     batches = calibration_batches(tokenizer, calib, n_calib, seqlen, seed, batch_size, data_dir)
     cls, _ = methods.resolve(method)

@@ -7,6 +7,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from .core.cost import KINDS
+from .core.units import ATTN_UNITS
 from .errors import UserError
 
 GROUPS = ("model", "task", "method", "sketch", "quant", "logger", "paths", "experiment", "debug")
@@ -87,6 +88,8 @@ def validate(cfg) -> dict:
         _positive_int(cfg, key, example)
     if cfg.get("eval_windows") is not None:
         _positive_int(cfg, "eval_windows", "40")
+    if cfg.get("attn_units", "kv_group") not in ATTN_UNITS:
+        raise UserError(f"attn_units={cfg.attn_units!r}; choose one of {', '.join(ATTN_UNITS)}")
     out["methods"] = list(dict.fromkeys([cfg.method.name, *(cfg.get("baselines") or [])]))
     task = tasks.module(cfg.task.kind).TASK
     for name in out["methods"]:

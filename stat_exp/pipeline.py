@@ -22,6 +22,7 @@ from .engine.models import load, load_config, load_tokenizer, resolve_dtype
 from .engine.card import card_info
 from .engine import quant
 from .engine.saving import save_pruned
+from .engine.surgery import attention_units
 from .finetune import task_model
 from .latency import Probe
 from .tracking import Tracker, read_rows, summary
@@ -196,10 +197,12 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     model, tok = load(model_cfg)
     timings = {"load_s": time.perf_counter() - t}
     adapter = adapter_for(model.config)
+    attention_units(model, cfg.get("attn_units", "kv_group"), adapter)
     task.prepare(model, device)
     cost = CostModel(cfg.get("budget_kind", "flops"), task.cost_seqlen)
     base = {"model": cfg.model.name, "task": cfg.task.name, "metric": task.metric, "calib": cfg.calib,
-            "seqlen": task.cost_seqlen, "seed": cfg.seed, "calib_data": task.calib_source}
+            "seqlen": task.cost_seqlen, "seed": cfg.seed, "calib_data": task.calib_source,
+            "attn_units": cfg.get("attn_units", "kv_group")}
     logger = cfg.logger if cfg.get("logger") else {}
     with Tracker(out, OmegaConf.to_container(cfg, resolve=True), logger.get("wandb"), name=out.name,
                  group=logger.get("group") or sweep_group(), metric=task.metric) as tracker:

@@ -59,8 +59,8 @@ def _fmt(metric: str) -> str:
     return "{:.4f}" if metric.startswith(("cos", "accuracy", "f1_", "matthews", "pearson", "spearman")) else "{:.2f}"
 
 
-PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos")
-CALIBRATION_ONLY = ("calib", "calib_data")  # keys that do not change the dense model's row
+PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units")
+CALIBRATION_ONLY = ("calib", "calib_data", "attn_units")  # keys that do not change the dense model's row
 
 
 def varying(rows: list[dict]) -> list[str]:

@@ -28,6 +28,9 @@ FAMILIES = [
     ("gemma", "gemma", "causal_lm", {"kv_heads": 1}),
     ("gemma2_gqa", "gemma2", "causal_lm", {"kv_heads": 2, "layers": 3}),
     ("gemma3_gqa", "gemma3", "causal_lm", {"kv_heads": 2, "layers": 3}),
+    # per-query-head attention units under GQA (attn_units=query_head: K/V gathered per query head)
+    ("llama_gqa_qh", "llama", "causal_lm", {"kv_heads": 2, "attn_units": "query_head"}),
+    ("gemma3_gqa_qh", "gemma3", "causal_lm", {"kv_heads": 2, "layers": 3, "attn_units": "query_head"}),
     ("phi3_gqa", "phi3", "causal_lm", {"kv_heads": 2}),
     ("olmo2_gqa", "olmo2", "causal_lm", {"kv_heads": 2}),
     ("opt", "opt", "causal_lm", {}),
@@ -36,11 +39,18 @@ FAMILIES = [
 ]
 
 
+def make_tiny(family, head="causal_lm", attn_units="kv_group", **kw):
+    """``tiny_model`` with its attention units set (``attn_units``)."""
+    from stat_exp.engine.surgery import attention_units
+
+    model, tok = tiny_model(family, head, **kw)
+    return attention_units(model, attn_units), tok
+
+
 @pytest.fixture(params=FAMILIES, ids=[f[0] for f in FAMILIES])
 def tiny(request):
     _, fam, head, kw = request.param
-    model, tok = tiny_model(fam, head, **kw)
-    return model, tok
+    return make_tiny(fam, head, **kw)
 
 
 def outputs(model, x, mask=None):

@@ -187,3 +187,60 @@ def test_saved_model_without_trust_names_the_fix(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
                        stdin=subprocess.DEVNULL, env=_env(tmp_path))
     assert r.returncode != 0 and "trust_remote_code=True" in r.stderr
+
+
+GQA = [("llama", {}), ("qwen2", {}), ("mistral", {}), ("qwen3", {}), ("gemma2", {"layers": 3}),
+       ("gemma3", {"layers": 3})]
+
+
+@pytest.mark.parametrize("family,kw", GQA, ids=[f for f, _ in GQA])
+def test_query_head_units_keep_the_function(family, kw):
+    """Splitting KV groups into per-query-head units changes no logit, with and without a KV cache."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny(family, kv_heads=2, **kw)
+    split = copy.deepcopy(model)
+    from stat_exp.engine.surgery import attention_units
+
+    attention_units(split, "query_head")
+    site = get_adapter(split).sites(get_adapter(split).layers(split)[0])["attn"]
+    assert site.n_units == model.config.num_attention_heads and site.groups == [0, 0, 1, 1]
+    x = torch.randint(4, 250, (2, 12))
+    torch.testing.assert_close(outputs(split, x), outputs(model, x), atol=1e-6, rtol=1e-6)
+    gen = dict(max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert torch.equal(split.generate(x, **gen), model.generate(x, **gen))
+
+
+@pytest.mark.parametrize("keep,kv", [([0, 1, 2], [0, 0, 1]), ([0, 1], [0, 0]), ([1, 3], [0, 1]), ([3], [0])])
+def test_query_heads_keep_only_the_kv_heads_they_read(keep, kv, tmp_path):
+    """A KV head goes when the last query head reading it does; the map is saved and the save reloads."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from conftest import make_tiny
+    from stat_exp.core.cost import model_flops
+
+    model, _ = make_tiny("llama", kv_heads=2, heads=4, attn_units="query_head")
+    pruned = apply_plan(copy.deepcopy(model), _plan(model, lambda li, k, n: keep if k == "attn" else list(range(n))))
+    a = get_adapter(pruned).layers(pruned)[0].self_attn
+    d = a.head_dim
+    assert a.k_proj.kv == a.v_proj.kv == kv and a.k_proj.out_features == d * len(set(kv))
+    assert a.q_proj.out_features == a.o_proj.in_features == d * len(keep)
+    pruned.set_attn_implementation("eager")
+    x = torch.randint(4, 250, (1, 16))
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        pruned(input_ids=x)
+    assert model_flops(get_adapter(pruned), pruned, 16)["total"] * 16 == fc.get_total_flops()
+    pruned.save_pretrained(tmp_path)
+    assert pruned.config.stat_linears["model.layers.0.self_attn.k_proj"][3] == {"kv": kv, "head_dim": d}
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    reloaded.set_attn_implementation("eager")
+    assert torch.equal(outputs(reloaded, x), outputs(pruned, x))
+
+
+def test_query_head_units_refused_where_the_layout_is_fused():
+    from conftest import make_tiny
+
+    with pytest.raises(UserError, match="attn_units=kv_group"):
+        make_tiny("phi3", kv_heads=2, attn_units="query_head")
+    with pytest.raises(UserError, match="choose one of kv_group, query_head"):
+        make_tiny("llama", attn_units="heads")

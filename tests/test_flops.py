@@ -35,9 +35,10 @@ def test_unit_costs_add_up(tiny):
     T = 16
     for layer in ad.layers(model):
         for site in ad.sites(layer).values():
-            from stat_exp.core.cost import site_flops
+            from stat_exp.core.cost import group_cost, site_flops
 
-            assert site_flops(site, T) == unit_cost(site, T) * site.n_units
+            n_groups = len(set(site.groups)) if site.groups is not None else 0
+            assert site_flops(site, T) == unit_cost(site, T) * site.n_units + group_cost(site) * n_groups
 
 
 def test_gqa_group_cost():

@@ -11,6 +11,7 @@ from stat_exp.core.cost import CostModel, model_flops
 from stat_exp.methods import Context, build
 from stat_exp.methods.kwon import rearrange, search, tuning_system
 from stat_exp.engine.models import tiny_model
+from stat_exp.errors import UserError
 
 
 def test_search_matches_brute_force_and_respects_budget():
@@ -74,7 +75,7 @@ def _ctx(model, tok, labelled=True):
 
 
 CLS = [f for f in FAMILIES if f[1] in ("bert", "distilbert")]
-LM = [f for f in FAMILIES if f[2] == "causal_lm"]
+LM = [f for f in FAMILIES if f[2] == "causal_lm" and "attn_units" not in f[3]]  # kwon: kv_group units
 
 
 @pytest.mark.parametrize("fam", [(f[1], "seq_cls", f[3]) for f in CLS] + [(f[1], f[2], f[3]) for f in LM],
@@ -132,4 +133,13 @@ def test_kwon_without_labels_is_one_line():
     model, tok = tiny_model("bert", "base")
     ctx, cap = _ctx(model, tok, labelled=False)
     with pytest.raises(UserError, match="labelled"):
+        build("kwon").calibrate(ctx, cap)
+
+
+def test_kwon_refuses_query_head_units_in_one_line():
+    from conftest import make_tiny
+
+    model, tok = make_tiny("llama", kv_heads=2, attn_units="query_head")
+    ctx, cap = _ctx(model, tok)
+    with pytest.raises(UserError, match="method kwon searches masks under additive unit costs.*attn_units=kv_group"):
         build("kwon").calibrate(ctx, cap)

@@ -22,6 +22,7 @@ def _calibrated(model, name, seqlen=16):
     cap = capture_inputs(model, ad, [{"input_ids": x[:2]}, {"input_ids": x[2:]}])
     m = methods.build(name)
     m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen)), cap)
+    m.cap_for_test = cap
     return m, ad
 
 
@@ -76,7 +77,7 @@ def test_flap_bias_compensation_is_mean_of_dropped():
 
 def test_allocation_uniform_and_by_score():
     n, c = [4, 10, 10], [5.0, 1.0, 1.0]
-    counts = allocation.uniform(n, c, 0.5 * 40)
+    counts = allocation.uniform([allocation.prefix_costs(range(k), ci) for k, ci in zip(n, c)], 0.5 * 40)
     assert sum(k * ci for k, ci in zip(counts, c)) <= 20
     keeps = allocation.by_score([torch.tensor([4.0, 3, 2, 1]), torch.arange(10.0), torch.arange(10.0) + 5], c, 20)
     assert sum(len(k) * ci for k, ci in zip(keeps, c)) <= 20
@@ -88,3 +89,73 @@ def test_unknown_method():
 
     with pytest.raises(UserError, match="unknown method 'nope'"):
         methods.build("nope")
+
+
+def _group_cost(keep, cost, groups, group_cost):
+    """Reference: cost of a kept set = its units plus one group cost per distinct group among them."""
+    return len(keep) * cost + (len({groups[u] for u in keep}) * group_cost if groups else 0)
+
+
+def test_prefix_costs_charge_a_group_once_at_its_first_unit():
+    c = allocation.prefix_costs([3, 0, 1, 2], 1.0, groups=[0, 0, 1, 1], group_cost=10.0)
+    assert c.tolist() == [0, 11, 22, 23, 24]
+    assert allocation.prefix_costs([1, 0], 2.0).tolist() == [0, 2, 4]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_by_score_with_groups_equals_dropping_one_by_one(seed):
+    """The vectorised group-aware threshold equals the plain loop: drop in ascending score order and recount
+    the kept cost (groups charged while any unit of theirs is kept) until it fits."""
+    g = torch.Generator().manual_seed(seed)
+    n = [6, 8, 5]
+    scores = [torch.randint(0, 4, (k,), generator=g).double() for k in n]  # ties on purpose
+    costs, gcosts = [1.0, 2.0, 0.5], [3.0, 0.0, 4.0]
+    groups = [[u // 2 for u in range(6)], None, [0, 1, 0, 1, 2]]
+    total = sum(_group_cost(range(k), c, gr, gc) for k, c, gr, gc in zip(n, costs, groups, gcosts))
+    budget = float(torch.rand((), generator=g)) * total
+    keeps = allocation.by_score(scores, costs, budget, groups, gcosts)
+    flat = sorted(((float(s[u]), i, u) for i, s in enumerate(scores) for u in range(len(s))))
+    kept = [set(range(k)) for k in n]
+
+    def cost(kept):
+        return sum(_group_cost(k, c, gr, gc) for k, c, gr, gc in zip(kept, costs, groups, gcosts))
+
+    for _, i, u in flat:
+        if cost(kept) <= budget:
+            break
+        kept[i].discard(u)
+    assert [sorted(k) for k in kept] == keeps
+    assert cost(kept) <= budget
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_uniform_with_groups_fits_the_budget_along_each_order(seed):
+    g = torch.Generator().manual_seed(seed)
+    orders = [torch.randperm(6, generator=g), torch.randperm(9, generator=g)]
+    groups = [[u // 3 for u in range(6)], [u // 3 for u in range(9)]]
+    curves = [allocation.prefix_costs(o, 1.0, gr, 5.0) for o, gr in zip(orders, groups)]
+    budget = float(torch.rand((), generator=g)) * float(curves[0][-1] + curves[1][-1])
+    counts = allocation.uniform(curves, budget)
+    kept = [set(o[:k].tolist()) for o, k in zip(orders, counts)]
+    assert sum(_group_cost(k, 1.0, gr, 5.0) for k, gr in zip(kept, groups)) <= budget + 1e-9
+    (k0, n0), (k1, n1) = zip(counts, (6, 9))  # one kept fraction: the sites differ by their rounding only
+    assert abs(k0 / n0 - k1 / n1) <= 1 / n0 + 1 / n1 + 1e-12
+
+
+def test_baselines_share_one_statistics_walk(monkeypatch):
+    """FLAP and Wanda-sp on the same model and captured inputs walk the model once; other inputs walk again."""
+    from stat_exp.engine.models import tiny_model
+    from stat_exp.methods import base
+
+    model, _ = tiny_model("llama", kv_heads=2)
+    calls = []
+    monkeypatch.setattr(base, "walk", lambda *a, **k: calls.append(1) or _real_walk(*a, **k))
+    flap, ad = _calibrated(model, "flap")
+    wanda = methods.build("wanda_sp")
+    wanda.calibrate(methods.Context(model, ad, CostModel("flops", 16)), flap.cap_for_test)
+    assert len(calls) == 1 and wanda.stats is flap.stats
+    again, _ = _calibrated(model, "wanda_sp")  # new captured inputs: a new walk
+    assert len(calls) == 2 and again.stats is not flap.stats
+
+
+from stat_exp.engine.capture import walk as _real_walk  # noqa: E402

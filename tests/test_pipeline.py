@@ -288,3 +288,17 @@ def test_auto_dtype_is_bf16_only_for_big_models_on_a_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert models.resolve_dtype(big) == "bfloat16" and models.resolve_dtype(small) == "float32"
     assert models.resolve_dtype(OmegaConf.create({"id": "x", "dtype": "float16"})) == "float16"
+
+
+def test_query_head_units_end_to_end(tmp_path):
+    """attn_units=query_head: the dense row is unchanged, every method fits its budget, rows say which units,
+    and the save reloads with its query→KV maps."""
+    group = run_experiment(_cfg(tmp_path / "g", "baselines=[]", "budget=[0.5]"))
+    rows = run_experiment(_cfg(tmp_path / "q", "attn_units=query_head", "baselines=[flap,wanda_sp]",
+                               "budget=[0.5]", "save_model=true"))
+    assert rows[0]["method"] == "dense" and rows[0]["ppl_wikitext2"] == group[0]["ppl_wikitext2"]
+    for r in rows:
+        assert r["attn_units"] == "query_head" and r["flops_ratio"] <= r["budget"] + 1e-9
+    m = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "q" / "pruned_stat_0.5")
+    assert any(type(mod).__name__ == "GatheredLinear" for mod in m.modules())
+    assert torch.isfinite(m(input_ids=torch.tensor([[5, 6, 7]])).logits).all()

@@ -4,6 +4,10 @@ A *site* is one prunable group in one layer: ``attn`` (units = heads, or KV grou
 or ``ffn`` (units = neurons). Removing unit ``u`` deletes ``rows_per_unit`` output rows of every
 producer and ``cols_per_unit`` input columns of the consumer; the consumer's input on calibration
 tokens is the activation matrix Z of STAT.md §1 (N × n_units·cols_per_unit).
+
+Per-query-head units under GQA (``attn_units=query_head``, ``Adapter.split_groups``): the K/V projections
+are ``GatheredLinear``s shared by the query heads of a group (``Site.shared``); a KV head's rows go only
+when the last query head that reads it does, so its cost is charged per kept *group* (``Site.groups``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ class Site:
     cols_per_unit: int
     score_rows_per_unit: int = 0                 # query rows per unit (attention score FLOPs)
     gated: bool = False
+    shared: list[tuple[nn.Module, str]] = field(default_factory=list)  # GatheredLinears (K, V) read per group
 
     @property
     def consumer_linear(self) -> nn.Linear:
@@ -35,6 +40,11 @@ class Site:
     @property
     def n_units(self) -> int:
         return self.consumer_linear.in_features // self.cols_per_unit
+
+    @property
+    def groups(self) -> list[int] | None:
+        """The KV head each unit reads (its group), when K/V are shared per group (``shared``); else None."""
+        return list(getattr(*self.shared[0]).kv) if self.shared else None
 
 
 @dataclass
@@ -65,6 +75,10 @@ class Adapter:
     def fixed_flops(self, layer: nn.Module, seqlen: int) -> int:
         """FLOPs per token of the layer's parts that are no site (never pruned; 0 for most families)."""
         return 0
+
+    def split_groups(self, layer: nn.Module) -> None:
+        """Make each query head of a grouped-query attention block its own unit (K/V as ``GatheredLinear``s,
+        same function). Families without GQA have per-head units already: nothing to do."""
 
     def resized_attrs(self, layer: nn.Module) -> dict[str, dict]:
         """Attributes the family's forward reads (head counts, widths) that follow the sliced Linears, as

@@ -3,6 +3,7 @@
 rows per unit are a tuple (``units.producer_rows``). The attention reads the query head count from the
 config, so each pruned attention block gets its own config copy (``config.num_attention_heads``).
 """
+from ..errors import UserError
 from .base import Adapter, Site
 
 
@@ -15,6 +16,11 @@ class Phi3Adapter(Adapter):
                          score_rows_per_unit=g * d),
             "ffn": Site("ffn", [(m, "gate_up_proj", (1, 1))], (m, "down_proj"), cols_per_unit=1, gated=True),
         }
+
+    def split_groups(self, layer):
+        if layer.self_attn.num_key_value_groups > 1:
+            raise UserError("attn_units=query_head: Phi-3's fused qkv_proj under grouped-query attention has no "
+                            "per-query-head layout yet; use attn_units=kv_group")
 
     def resized_attrs(self, layer):
         a = layer.self_attn

@@ -1,46 +1,81 @@
 """Per-site sizes under one global FLOPs budget (pure functions on plain lists/tensors).
 
-Sites are flattened in (layer, kind) order. ``costs[i]`` = FLOPs per token one unit of site i costs,
-``budget`` = FLOPs per token that may remain across all sites.
+Sites are flattened in (layer, kind) order; ``budget`` = FLOPs per token that may remain across all sites.
+
+| name        | shape    | meaning                                                                     |
+|-------------|----------|-----------------------------------------------------------------------------|
+| costs[i]    | () or n  | FLOPs per token one unit of site i costs (per unit, when a tensor)          |
+| groups[i]   | n | None | the group of each unit (per-query-head attention: its KV head), or None     |
+| group_costs | list     | FLOPs per token a group costs while any of its units is kept (shared K/V)   |
+| curve       | n + 1    | ``prefix_costs``: FLOPs of keeping the first k units of an order, k = 0…n    |
+
+Group costs make a site's cost depend on *which* units it keeps, so sizes are chosen against each site's own
+order (its pivots, scores or random draw): ``uniform`` takes curves, ``by_score`` charges a group when its
+last unit goes.
 """
 from __future__ import annotations
 
 import torch
 
 
-def _kept_flops(counts, costs) -> float:
-    return sum(k * c for k, c in zip(counts, costs))
+def prefix_costs(order, cost: float, groups=None, group_cost: float = 0.0) -> torch.Tensor:
+    """(n+1,) float64: cost of keeping the first k units of ``order`` = k·cost + group_cost per distinct
+    group among them (groups None: k·cost)."""
+    marg = torch.full((len(order),), float(cost), dtype=torch.float64)
+    if groups is not None:
+        seen: set = set()
+        for p, u in enumerate(torch.as_tensor(order).tolist()):
+            if groups[u] not in seen:
+                seen.add(groups[u])
+                marg[p] += group_cost
+    return torch.cat([marg.new_zeros(1), torch.cumsum(marg, 0)])
 
 
-def uniform(n_units: list[int], costs: list[float], budget: float) -> list[int]:
-    """The same kept fraction ρ in every site (floor), the largest ρ whose FLOPs fit the budget."""
-    lo, hi = 0.0, 1.0
-    if _kept_flops(n_units, costs) <= budget:
+def uniform(curves: list[torch.Tensor], budget: float) -> list[int]:
+    """The same kept fraction ρ in every site (floor), the largest ρ whose FLOPs fit the budget; ``curves[i]``
+    is site i's ``prefix_costs`` along the order its units would be kept in."""
+    n_units = [len(c) - 1 for c in curves]
+
+    def kept(counts):
+        return sum(float(c[k]) for c, k in zip(curves, counts))
+
+    if kept(n_units) <= budget:
         return list(n_units)
+    lo, hi = 0.0, 1.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        if _kept_flops([int(mid * n) for n in n_units], costs) <= budget:
+        if kept([int(mid * n) for n in n_units]) <= budget:
             lo = mid
         else:
             hi = mid
     counts = [int(lo * n) for n in n_units]
-    left = budget - _kept_flops(counts, costs)
+    left = budget - kept(counts)
     # fill: give one more unit to the sites furthest below ρ while the budget allows
     for i in sorted(range(len(counts)), key=lambda i: counts[i] / max(n_units[i], 1)):
-        if counts[i] < n_units[i] and costs[i] <= left:
+        step = float(curves[i][counts[i] + 1] - curves[i][counts[i]]) if counts[i] < n_units[i] else None
+        if step is not None and step <= left:
             counts[i] += 1
-            left -= costs[i]
+            left -= step
     return counts
 
 
-def by_score(scores: list[torch.Tensor], costs: list[float], budget: float) -> list[list[int]]:
-    """Global threshold: drop units in ascending score order until the kept FLOPs fit the budget.
-    Returns the sorted kept indices per site."""
+def by_score(scores: list[torch.Tensor], costs: list, budget: float, groups: list | None = None,
+             group_costs: list | None = None) -> list[list[int]]:
+    """Global threshold: drop units in ascending score order until the kept FLOPs fit the budget; a group's
+    cost goes with the last of its units to be dropped. Returns the sorted kept indices per site."""
     site = torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(scores)])
     unit = torch.cat([torch.arange(len(s)) for s in scores])
     flat = torch.cat([s.double().reshape(-1) for s in scores])
-    cost = torch.tensor(costs, dtype=torch.float64)[site]
+    cost = torch.cat([torch.as_tensor(c, dtype=torch.float64).expand(len(s)) for c, s in zip(costs, scores)])
     order = torch.argsort(flat, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order))
+    offset = 0
+    for i, s in enumerate(scores):
+        for g in set(groups[i] or ()) if groups else ():
+            members = offset + torch.tensor([u for u, gu in enumerate(groups[i]) if gu == g], dtype=torch.long)
+            cost[members[rank[members].argmax()]] += group_costs[i]
+        offset += len(s)
     excess = float(cost.sum()) - budget
     if excess <= 0:
         return [list(range(len(s))) for s in scores]
@@ -51,8 +86,13 @@ def by_score(scores: list[torch.Tensor], costs: list[float], budget: float) -> l
     return [unit[(site == i) & ~dropped].tolist() for i in range(len(scores))]
 
 
+def ranked(score: torch.Tensor) -> torch.Tensor:
+    """Unit indices by descending score (ties broken by index): the order ``top_k`` keeps them in."""
+    return torch.argsort(score.double(), descending=True, stable=True)
+
+
 def top_k(score: torch.Tensor, k: int) -> list[int]:
     """Indices of the k largest scores, sorted ascending (ties broken by index)."""
     if k <= 0:
         return []
-    return sorted(torch.argsort(score.double(), descending=True, stable=True)[:k].tolist())
+    return sorted(ranked(score)[:k].tolist())

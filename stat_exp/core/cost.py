@@ -32,8 +32,9 @@ def _lin(lin: nn.Linear) -> int:
 
 
 def site_flops(site: Site, seqlen: int) -> int:
-    """FLOPs per token of one site as it is now."""
+    """FLOPs per token of one site as it is now (shared K/V once per computed KV head: their weight rows)."""
     f = sum(_lin(lin) for lin in site.producer_linears()) + _lin(site.consumer_linear)
+    f += sum(_lin(getattr(*s)) for s in site.shared)
     if site.kind == "attn":
         f += 4 * seqlen * site.score_rows_per_unit * site.n_units
     return f
@@ -46,6 +47,12 @@ def unit_cost(site: Site, seqlen: int) -> int:
     if site.kind == "attn":
         c += 4 * seqlen * site.score_rows_per_unit
     return c
+
+
+def group_cost(site: Site) -> int:
+    """FLOPs per token that removing a site's last unit of a group saves beyond ``unit_cost`` (the shared K/V
+    rows of one KV head; 0 without shared projections)."""
+    return sum(2 * lin.in_features * lin.head_dim for lin in (getattr(*s) for s in site.shared))
 
 
 def layer_flops(adapter: Adapter, layer: nn.Module, seqlen: int) -> int:
@@ -90,6 +97,10 @@ class CostModel:
     def unit(self, site: Site) -> int:
         """What removing one unit of ``site`` saves."""
         return unit_cost(site, self.length)
+
+    def group(self, site: Site) -> int:
+        """What removing the last unit of a group of ``site`` saves on top of ``unit`` (its shared K/V)."""
+        return group_cost(site)
 
     def total(self, adapter: Adapter, model: nn.Module) -> int:
         """The constrained quantity of the whole prunable part (all layers)."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+ATTN_UNITS = ("kv_group", "query_head")  # what an attention unit is under GQA (``surgery.attention_units``)
+
 
 def unit_columns(keep, per_unit: int, device=None) -> torch.Tensor:
     """Column indices (k·per_unit,) of the units ``keep`` (any order is kept), each a contiguous block."""

@@ -38,6 +38,7 @@ class Captured:
     kwargs: list[dict]
     token_mask: list[torch.Tensor | None] = field(default_factory=list)
     own: dict[int, list[tuple[tuple, dict]]] = field(default_factory=dict)  # layer -> per batch (args, kwargs)
+    site_stats: dict = field(default_factory=dict, repr=False)  # id(model) -> (model, its walk's SiteStats)
 
     def inputs(self, layer: int, i: int) -> tuple[tuple, dict]:
         """(args, kwargs) that layer ``layer`` is called with on batch ``i``."""
@@ -45,7 +46,7 @@ class Captured:
 
     def with_hidden(self, hidden: list[torch.Tensor]) -> "Captured":
         """The same batches (args, kwargs, masks shared) with other hidden states."""
-        return replace(self, hidden=list(hidden))
+        return replace(self, hidden=list(hidden), site_stats={})
 
 
 def _to(x, device, memo: dict | None = None):

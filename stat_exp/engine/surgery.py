@@ -8,7 +8,8 @@ from torch import nn
 from ..adapters import get_adapter
 from ..adapters.base import Adapter, Site
 from ..core.plan import PrunePlan, SitePlan
-from ..core.units import producer_rows, unit_columns
+from ..core.units import ATTN_UNITS, producer_rows, unit_columns
+from .remote import GatheredLinear
 
 
 def slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:
@@ -33,10 +34,24 @@ def apply_site(site: Site, sp: SitePlan) -> None:
     n = site.n_units
     for parent, attr, rows in site.producers:
         setattr(parent, attr, slice_linear(getattr(parent, attr), producer_rows(sp.keep, rows, n), 0))
+    for parent, attr in site.shared:
+        setattr(parent, attr, gather_heads(getattr(parent, attr), sp.keep))
     parent, attr = site.consumer
     new = slice_linear(getattr(parent, attr), unit_columns(sp.keep, site.cols_per_unit), 1)
     _update_consumer(new, sp.weight, sp.bias_delta)
     setattr(parent, attr, new)
+
+
+def gather_heads(lin: GatheredLinear, keep: list[int]) -> GatheredLinear:
+    """The shared K/V projection for the kept query heads ``keep``: the KV heads they read, each once (in
+    their old order), and the map renumbered onto them."""
+    kv = [lin.kv[h] for h in keep]
+    used = sorted(set(kv))
+    rows = slice_linear(lin, unit_columns(used, lin.head_dim), 0)
+    new = GatheredLinear(lin.in_features, [used.index(j) for j in kv], lin.head_dim, lin.bias is not None,
+                         device="meta")
+    new.weight, new.bias = rows.weight, rows.bias
+    return new
 
 
 def _update_consumer(lin: nn.Linear, weight, bias_delta) -> None:
@@ -57,6 +72,20 @@ def mask_site(site: Site, sp: SitePlan) -> None:
         full[:, cols] = lin.weight[:, cols] if sp.weight is None else sp.weight.to(lin.weight)
         lin.weight.copy_(full)
     _update_consumer(lin, None, sp.bias_delta)
+
+
+def attention_units(model: nn.Module, units: str, adapter: Adapter | None = None) -> nn.Module:
+    """Set what an attention unit is, in place and without changing the model's function: ``kv_group`` (as
+    loaded: a KV head with its query heads) or ``query_head`` (``Adapter.split_groups`` on every layer)."""
+    from ..errors import UserError
+
+    if units not in ATTN_UNITS:
+        raise UserError(f"attn_units={units!r}; choose one of {', '.join(ATTN_UNITS)}")
+    if units == "query_head":
+        adapter = adapter or get_adapter(model)
+        for layer in adapter.layers(model):
+            adapter.split_groups(layer)
+    return model
 
 
 def apply_plan(model: nn.Module, plan: PrunePlan, mode: str = "slice", adapter: Adapter | None = None):

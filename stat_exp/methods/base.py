@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ..adapters.base import Adapter
+from ..core.allocation import prefix_costs
 from ..core.cost import CostModel
 from ..core.plan import PrunePlan, SitePlan
 from ..engine.capture import Captured, SiteStats, walk
@@ -30,6 +31,8 @@ class Context:
     site_keys: list[tuple[int, str]] = field(default_factory=list)  # flattened (layer, kind)
     costs: list[int] = field(default_factory=list)                   # cost per unit, per site
     n_units: list[int] = field(default_factory=list)
+    groups: list[list[int] | None] = field(default_factory=list)     # per site: each unit's KV group, or None
+    group_costs: list[int] = field(default_factory=list)             # per site: cost per kept group
     dense_cost: int = 0                                              # the dense layers' total cost
     cache_dir: str | None = None                                     # where methods may cache statistics
     cache_key: dict | None = None                                    # what the statistics depend on
@@ -42,6 +45,8 @@ class Context:
                 self.site_keys.append((li, kind))
                 self.costs.append(self.cost.unit(site))
                 self.n_units.append(site.n_units)
+                self.groups.append(site.groups)
+                self.group_costs.append(self.cost.group(site))
         self.dense_cost = self.cost.total(self.adapter, self.model)
 
     def site(self, i: int):
@@ -51,7 +56,26 @@ class Context:
     @property
     def fixed_cost(self) -> int:
         """The part of ``dense_cost`` no unit carries (layer parts the family cannot prune)."""
-        return self.dense_cost - sum(n * c for n, c in zip(self.n_units, self.costs))
+        return self.dense_cost - sum(float(self.curve(i)[-1]) for i in range(len(self.site_keys)))
+
+    @property
+    def grouped(self) -> bool:
+        """Whether some site charges shared K/V per kept group (per-query-head units under GQA)."""
+        return any(g is not None for g in self.groups)
+
+    def curve(self, i: int, order=None):
+        """Site ``i``'s cost of keeping the first k units of ``order`` (default: index order), k = 0…n."""
+        order = range(self.n_units[i]) if order is None else order
+        return prefix_costs(list(order), self.costs[i], self.groups[i], self.group_costs[i])
+
+    def curves(self, orders: list) -> list:
+        return [self.curve(i, o) for i, o in enumerate(orders)]
+
+    def refuse_groups(self, what: str, why: str = "prices attention units additively") -> None:
+        """One line for a method that cannot charge shared K/V per kept group (per-query-head units)."""
+        if self.grouped:
+            raise UserError(f"{what} {why}, so it cannot charge shared K/V per kept group under "
+                            "attn_units=query_head; use attn_units=kv_group")
 
     def budget(self, fraction: float) -> float:
         """The absolute cost the units may keep at a budget fraction (the fixed part is always kept)."""
@@ -83,9 +107,19 @@ class Method:
         self.options = options
 
     def calibrate(self, ctx: Context, cap: Captured) -> None:
-        self.ctx = ctx
-        self.stats = (walk(ctx.model, ctx.adapter, cap, ctx.device, lambda kind: SiteStats(gram=self.gram),
-                           desc=f"{self.name}: calibrate")[0] if self.needs_stats else None)
+        """Per-site statistics of the dense model (``needs_stats``). Without a Gram they are one walk per model
+        and captured inputs, kept with ``cap``: the baselines of a run share it (read-only)."""
+        self.ctx, self.stats = ctx, None
+        if not self.needs_stats:
+            return
+        if self.gram or id(ctx.model) not in cap.site_stats:
+            stats = walk(ctx.model, ctx.adapter, cap, ctx.device, lambda kind: SiteStats(gram=self.gram),
+                         desc=f"{self.name}: calibrate")[0]
+            if self.gram:
+                self.stats = stats
+                return
+            cap.site_stats[id(ctx.model)] = (ctx.model, stats)  # the model held: its id stays its own
+        self.stats = cap.site_stats[id(ctx.model)][1]
 
     def plan(self, budget: float) -> PrunePlan:  # pragma: no cover - per method
         raise NotImplementedError

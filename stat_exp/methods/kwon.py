@@ -128,6 +128,7 @@ class Kwon(Method):
     # ------------------------------------------------------------ step 1
     def calibrate(self, ctx, cap: Captured) -> None:
         self.ctx, self.cap = ctx, cap
+        ctx.refuse_groups("method kwon", "searches masks under additive unit costs")
         if not ctx.labelled:
             raise UserError("method kwon needs labelled task batches (a GLUE, SQuAD or language-model task)")
         t = time.perf_counter()

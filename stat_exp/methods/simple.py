@@ -16,9 +16,10 @@ class Random(Method):
 
     def plan(self, budget: float) -> PrunePlan:
         ctx = self.ctx
-        counts = allocation.uniform(ctx.n_units, ctx.costs, ctx.budget(budget))
         g = torch.Generator().manual_seed(ctx.seed)
-        keeps = [sorted(torch.randperm(n, generator=g)[:k].tolist()) for n, k in zip(ctx.n_units, counts)]
+        orders = [torch.randperm(n, generator=g) for n in ctx.n_units]
+        counts = allocation.uniform(ctx.curves(orders), ctx.budget(budget))
+        keeps = [sorted(o[:k].tolist()) for o, k in zip(orders, counts)]
         return self.new_plan(keeps, budget=budget)
 
 
@@ -33,10 +34,11 @@ class _Scored(Method):
     def plan(self, budget: float) -> PrunePlan:
         ctx, scores = self.ctx, self.scores()
         if self.global_threshold:
-            keeps = allocation.by_score(scores, ctx.costs, ctx.budget(budget))
+            keeps = allocation.by_score(scores, ctx.costs, ctx.budget(budget), ctx.groups, ctx.group_costs)
         else:
-            counts = allocation.uniform(ctx.n_units, ctx.costs, ctx.budget(budget))
-            keeps = [allocation.top_k(s, k) for s, k in zip(scores, counts)]
+            orders = [allocation.ranked(s) for s in scores]
+            counts = allocation.uniform(ctx.curves(orders), ctx.budget(budget))
+            keeps = [sorted(o[:k].tolist()) for o, k in zip(orders, counts)]
         return self.decorate(self.new_plan(keeps, budget=budget))
 
     def decorate(self, plan: PrunePlan) -> PrunePlan:

@@ -36,7 +36,7 @@ from ...latency import elapsed
 from ..base import Method
 from . import allocate, sequential
 from .fold import fold
-from .select import factor, select
+from .select import factor, select, selection_order
 from .statistics import cache_path, collect, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
@@ -108,6 +108,11 @@ class STAT(Method):
     def calibrate(self, ctx, cap) -> None:
         """Statistics (one walk, or the cache), then every site's pivots and error curve."""
         self.ctx, self.cap, o, self.timings = ctx, cap, self.opts, {}
+        if o.propagate == "pruned" or o.order == "ffn_first":
+            ctx.refuse_groups("propagate=pruned" if o.propagate == "pruned" else "order=ffn_first",
+                              "sizes the sites before it sees the pivots it keeps")
+        if o.allocation == "paper":
+            ctx.refuse_groups("allocation=paper")
         t = time.perf_counter()
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
         self.stats = collect(ctx, cap, *self.sketch, path, ctx.cache_max_bytes)
@@ -129,13 +134,18 @@ class STAT(Method):
     def counts(self, budget: float) -> list[int]:
         """Kept units per site at ``budget`` (a fraction of the dense cost)."""
         ctx, o, B = self.ctx, self.opts, self.ctx.budget(budget)
+        costs = ctx.curves([self.order(i) for i in range(len(ctx.site_keys))])  # along each site's selection
         if o.allocation == "uniform":
-            return alloc.uniform(ctx.n_units, ctx.costs, B)
+            return alloc.uniform(costs, B)
         if o.allocation == "paper":
             return self.paper_counts(budget)
         resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
         curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
-        return allocate.greedy_counts(curves, ctx.costs, B, budget, o.floor)
+        return allocate.greedy_counts(curves, costs, B, budget, o.floor)
+
+    def order(self, i: int):
+        """The order site ``i`` keeps its units in (``select.selection_order``)."""
+        return selection_order(self.opts.selection, self.factors[i]["perm"], self.ctx.site(i), self.ctx.seed, i)
 
     def phi_ffn(self) -> float:
         """The FFN share of a layer's cost: released (per variant) or from the cost model (dense model)."""

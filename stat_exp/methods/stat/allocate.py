@@ -31,19 +31,22 @@ def curves(site_keys, factors: list[dict], resid: list[float], normalize: str) -
 
 
 def marginal_scores(curves: list, costs: list, per_cost: bool = True) -> list[torch.Tensor]:
-    """Score of pivot j = error added by dropping it (per unit of cost); envelope non-increasing in j."""
+    """Score of pivot j = error added by dropping it (per unit of cost: ``costs[i]`` is the site's cost of
+    keeping its first k pivots, k = 0…n); envelope non-increasing in j."""
     scores = []
     for e, c in zip(curves, costs):
-        m = (e[:-1] - e[1:]).clamp_min(0) / (c if per_cost else 1.0)
+        m = (e[:-1] - e[1:]).clamp_min(0) / ((c[1:] - c[:-1]) if per_cost else 1.0)
         scores.append(torch.flip(torch.cummax(torch.flip(m, [0]), 0).values, [0]))
     return scores
 
 
 def greedy_counts(curves: list, costs: list, budget: float, fraction: float, floor: float) -> list[int]:
+    """Kept pivots per site: one global threshold on ``marginal_scores``; ``costs[i]``: site i's cost of keeping
+    its first k pivots (k = 0…n), so a pivot that opens a new KV group carries that group's cost."""
     scores = marginal_scores(curves, costs)
     for sc in scores:  # never drop below floor × budget × units in any site (always feasible)
         sc[: int(math.ceil(floor * fraction * len(sc)))] = float("inf")
-    return [len(k) for k in alloc.by_score(scores, costs, budget)]
+    return [len(k) for k in alloc.by_score(scores, [c[1:] - c[:-1] for c in costs], budget)]
 
 
 PAPER_SHARES = {"bert": 0.6622759, "opt": 4 / 7}  # φ_ffn as released (QQP's mean length; OPT's 4/7)

@@ -54,14 +54,18 @@ def output_error(G, W, keep, drop, size: int, ridge: float) -> torch.Tensor:
     return ((WE @ res) * WE).sum()
 
 
-def select(selection: str, perm: torch.Tensor, k: int, dense_site, seed: int, i: int) -> list[int]:
-    """Sorted kept units of site ``i``: the first ``k`` pivots ('qr'), ``k`` seeded random units, or the
-    ``k`` with the largest consumer-column norms of the dense model ('magnitude')."""
+def selection_order(selection: str, perm: torch.Tensor, dense_site, seed: int, i: int) -> torch.Tensor:
+    """The order site ``i`` keeps its units in (keeping k = its first k): the pivots ('qr'), a seeded random
+    permutation ('random'), or descending consumer-column norms of the dense model ('magnitude')."""
     n = len(perm)
     if selection == "qr":
-        return sorted(perm[:k].tolist())
+        return perm
     if selection == "random":
-        g = torch.Generator().manual_seed(seed * 7919 + i)
-        return sorted(torch.randperm(n, generator=g)[:k].tolist())
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7919 + i))
     norm = dense_site.consumer_linear.weight.detach().float().square().sum(0).reshape(n, -1).sum(1)
-    return alloc.top_k(norm, k)
+    return alloc.ranked(norm)
+
+
+def select(selection: str, perm: torch.Tensor, k: int, dense_site, seed: int, i: int) -> list[int]:
+    """Sorted kept units of site ``i``: the first ``k`` of its ``selection_order``."""
+    return sorted(selection_order(selection, perm, dense_site, seed, i)[:k].tolist())
