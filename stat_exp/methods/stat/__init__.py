@@ -1,7 +1,8 @@
 """STAT (Flynn et al. 2024, STAT.md): pivoted-QR interpolative decompositions of each site's
-activations choose the heads (KV groups) and neurons to keep; the least-squares fit of the dropped
-units from the kept ones is folded into the consumer. One dense calibration pass gives every site's
-Gram, pivot order and error curve e(k) for all k, so a whole budget curve shares one factorization.
+activations choose the heads (KV groups, or query heads with attn_units=query_head) and neurons to keep;
+the least-squares fit of the dropped units from the kept ones is folded into the consumer. One dense
+calibration pass gives every site's Gram, pivot order and error curve e(k) for all k, so a whole budget curve
+shares one factorization.
 
 The parts: ``statistics`` (one walk, cached), ``select`` (pivots, error curves, kept units),
 ``allocate`` (sizes under the budget), ``fold`` (the correction), ``sequential`` (variants that walk the
