@@ -378,3 +378,23 @@ def test_block_gaussian_sketch_is_per_sequence():
     for _ in range(200):
         c.add(z, [8])
     assert float(c.gram().trace() / 200) == pytest.approx(float((z.double() ** 2).sum()), rel=0.05)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_greedy_counts_keep_a_prefix_within_budget_under_ties_and_group_costs(seed):
+    """Plateaus in the error curves tie many pivots; with a KV group's cost on the pivot that opens it, the
+    kept pivots must still be a prefix whose charged cost fits the budget."""
+    from stat_exp.core.allocation import prefix_costs
+    from stat_exp.methods.stat import allocate
+
+    g = torch.Generator().manual_seed(seed)
+    curves, costs = [], []
+    for n in (6, 9):
+        drops = torch.randint(1, 3, (n,), generator=g).double()  # integer steps: plateaus on purpose
+        curves.append(torch.cat([drops.flip(0).cumsum(0).flip(0), torch.zeros(1, dtype=torch.float64)]))
+        order = torch.randperm(n, generator=g)
+        costs.append(prefix_costs(order, 1.0, [u % 3 for u in range(n)], 4.0))
+    total = float(costs[0][-1] + costs[1][-1])
+    budget = (0.3 + 0.6 * float(torch.rand((), generator=g))) * total
+    counts = allocate.greedy_counts(curves, costs, budget, budget / total, floor=0.0)
+    assert sum(float(c[k]) for c, k in zip(costs, counts)) <= budget + 1e-9

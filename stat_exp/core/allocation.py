@@ -52,8 +52,8 @@ def uniform(curves: list[torch.Tensor], budget: float) -> list[int]:
     left = budget - kept(counts)
     # fill: give one more unit to the sites furthest below ρ while the budget allows
     for i in sorted(range(len(counts)), key=lambda i: counts[i] / max(n_units[i], 1)):
-        step = float(curves[i][counts[i] + 1] - curves[i][counts[i]]) if counts[i] < n_units[i] else None
-        if step is not None and step <= left:
+        k = counts[i]
+        if k < n_units[i] and (step := float(curves[i][k + 1] - curves[i][k])) <= left:
             counts[i] += 1
             left -= step
     return counts
@@ -71,9 +71,10 @@ def by_score(scores: list[torch.Tensor], costs: list, budget: float, groups: lis
     rank = torch.empty_like(order)
     rank[order] = torch.arange(len(order))
     offset = 0
-    for i, s in enumerate(scores):
-        for g in set(groups[i] or ()) if groups else ():
-            members = offset + torch.tensor([u for u, gu in enumerate(groups[i]) if gu == g], dtype=torch.long)
+    for i, s in enumerate(scores):  # each group's cost goes with its unit that is dropped last
+        g = groups[i] if groups else None
+        for j in set(g or ()):
+            members = offset + torch.tensor([u for u, gu in enumerate(g) if gu == j], dtype=torch.long)
             cost[members[rank[members].argmax()]] += group_costs[i]
         offset += len(s)
     excess = float(cost.sum()) - budget

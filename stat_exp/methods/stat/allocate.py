@@ -46,7 +46,10 @@ def greedy_counts(curves: list, costs: list, budget: float, fraction: float, flo
     scores = marginal_scores(curves, costs)
     for sc in scores:  # never drop below floor × budget × units in any site (always feasible)
         sc[: int(math.ceil(floor * fraction * len(sc)))] = float("inf")
-    return [len(k) for k in alloc.by_score(scores, [c[1:] - c[:-1] for c in costs], budget)]
+    # pivots in reverse, so that among equal scores the later pivot goes first and the kept ones stay a prefix
+    # whose cost is the one charged (a pivot's cost depends on its position when it opens a KV group)
+    steps = [(c[1:] - c[:-1]).flip(0) for c in costs]
+    return [len(k) for k in alloc.by_score([sc.flip(0) for sc in scores], steps, budget)]
 
 
 PAPER_SHARES = {"bert": 0.6622759, "opt": 4 / 7}  # φ_ffn as released (QQP's mean length; OPT's 4/7)
