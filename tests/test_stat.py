@@ -398,3 +398,26 @@ def test_greedy_counts_keep_a_prefix_within_budget_under_ties_and_group_costs(se
     budget = (0.3 + 0.6 * float(torch.rand((), generator=g))) * total
     counts = allocate.greedy_counts(curves, costs, budget, budget / total, floor=0.0)
     assert sum(float(c[k]) for c, k in zip(costs, counts)) <= budget + 1e-9
+
+
+@pytest.mark.parametrize("n_keep", [0, 10, 60, 95])
+def test_fold_equals_the_reference_formula_in_either_solve_order(n_keep):
+    """fold solves (G_II + λI) Y = G_IE W_Eᵀ when the consumer has fewer rows than dropped columns, else X first;
+    both are W_I + W_E Xᵀ with X = lstsq_from_gram (d = 64, n = 96: keeps 0/10 take the first order)."""
+    from stat_exp.methods.stat.fold import fold
+
+    model, _ = tiny_model("llama")
+    ad = get_adapter(model)
+    site = ad.sites(ad.layers(model)[0])["ffn"]
+    g = torch.Generator().manual_seed(n_keep)
+    Z = torch.randn(300, 96, generator=g, dtype=torch.float64) @ torch.randn(96, 96, generator=g, dtype=torch.float64)
+    st = {"s1": Z.sum(0), "n": 300}
+    G = linalg.centered(Z.T @ Z, st["s1"], 300)
+    keep = sorted(torch.randperm(96, generator=g)[:n_keep].tolist())
+    drop = sorted(set(range(96)) - set(keep))
+    W = site.consumer_linear.weight.detach().double()
+    X = linalg.lstsq_from_gram(G, torch.tensor(keep, dtype=torch.long), torch.tensor(drop), 1e-10)
+    mu = st["s1"] / 300
+    sp = fold(site, G, st, keep, "lstsq_bias", 1e-10)
+    torch.testing.assert_close(sp.weight, (W[:, keep] + W[:, drop] @ X.T).float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sp.bias_delta, (W[:, drop] @ (mu[drop] - X.T @ mu[keep])).float(), atol=1e-5, rtol=1e-5)

@@ -120,7 +120,7 @@ class STAT(Method):
         self.timings["statistics_s"] = elapsed(t, ctx.device)
         t = time.perf_counter()
         quirk = o.allocation == "paper" and o.paper_head_quirk
-        self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk)
+        self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk, o.normalize == "layer")
                         for i in range(len(ctx.site_keys))]
         self.timings["factorization_s"] = elapsed(t, ctx.device)
 

@@ -4,7 +4,8 @@ ones, folded into the consumer, so it needs no new module.
 | symbol | shape          | meaning                                                        |
 |--------|----------------|----------------------------------------------------------------|
 | I, E   | k·c, (n−k)·c   | kept and dropped columns                                       |
-| X      | k·c × (n−k)·c  | Z_E ≈ Z_I X (from the Gram: ``lstsq_from_gram``)               |
+| X      | k·c × (n−k)·c  | Z_E ≈ Z_I X: (G_II + λI)⁻¹ G_IE, as ``lstsq_from_gram``        |
+| Y      | k·c × d        | X W_Eᵀ, solved in whichever order is cheaper (d vs (n−k)·c)     |
 | W'     | d × k·c        | W_I + W_E Xᵀ, the new consumer weight                          |
 | Δb     | d              | W_E (μ_E − Xᵀ μ_I): the intercept, with the centred Gram        |
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ...core.linalg import lstsq_from_gram, ridge_solve
+from ...core.linalg import ridge_solve
 from ...core.plan import SitePlan
 from ...core.units import unit_columns
 
@@ -27,11 +28,17 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
     I = unit_columns(keep, site.cols_per_unit, G.device)
     E = unit_columns(drop, site.cols_per_unit, G.device)
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
-    X = lstsq_from_gram(G, I, E, ridge)
-    sp.weight = (W[:, I] + W[:, E] @ X.T).float().cpu()
+    GI, WE = G.index_select(0, I), W[:, E]
+    if len(I) == 0:  # nothing kept to fit with
+        Y = W.new_zeros(0, W.shape[0])
+    elif W.shape[0] < len(E):  # fewer consumer rows than dropped columns: Y = X W_Eᵀ = (G_II + λI)⁻¹ (G_IE W_Eᵀ)
+        Y = ridge_solve(GI[:, I], GI[:, E] @ WE.T, ridge)
+    else:
+        Y = ridge_solve(GI[:, I], GI[:, E], ridge) @ WE.T  # X first (as ``lstsq_from_gram``)
+    sp.weight = (W[:, I] + Y.T).float().cpu()  # W_I + W_E Xᵀ
     if correction == "lstsq_bias":
         mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
-        sp.bias_delta = (W[:, E] @ (mu[E] - X.T @ mu[I])).float().cpu()
+        sp.bias_delta = (WE @ mu[E] - Y.T @ mu[I]).float().cpu()
     return sp
 
 

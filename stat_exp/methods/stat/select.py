@@ -20,13 +20,14 @@ from ...core.linalg import block_trace, lstsq_from_gram, pivoted_cholesky
 from ...core.units import unit_columns, unit_sum
 
 
-def factor(site, G: torch.Tensor, head_space: str, ridge: float, head_quirk: bool = False) -> dict:
-    """{'perm' (U,), 'err2' (U+1,), 'energy': ‖Z Wᵀ‖²} of one site from its float64 Gram ``G``; neurons also
-    'rdiag' (U,): |R_jj| of the pivoted QR of Z·D in pivot order. ``head_quirk``: heads also 'err2_quirk', the
-    released script's levels, whose kept set at level i is {h : P[h] < i} (the permutation used where its
-    inverse was meant)."""
+def factor(site, G: torch.Tensor, head_space: str, ridge: float, head_quirk: bool = False,
+           energy: bool = False) -> dict:
+    """{'perm' (U,), 'err2' (U+1,)} of one site from its float64 Gram ``G``; neurons also 'rdiag' (U,): |R_jj| of
+    the pivoted QR of Z·D in pivot order. ``energy``: also 'energy', ‖Z Wᵀ‖² (a d·n² product: as costly as the
+    pivoting, so only for normalize=layer). ``head_quirk``: heads also 'err2_quirk', the released script's levels,
+    whose kept set at level i is {h : P[h] < i} (the permutation used where its inverse was meant)."""
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n)
-    out = {"energy": float(((W @ G) * W).sum())}
+    out = {"energy": float(((W @ G) * W).sum())} if energy else {}
     if site.kind == "ffn":
         D = W.norm(dim=0)  # paper: scale neurons by their output weight norm
         P, R, err2 = pivoted_cholesky(D[:, None] * G * D[None, :])
