@@ -113,7 +113,8 @@ def ridge_solve(A: torch.Tensor, B: torch.Tensor, ridge: float) -> torch.Tensor:
     vec = B.dim() == 1
     B = B[:, None] if vec else B
     lam = ridge * float(torch.diagonal(A).mean().clamp_min(1e-300))
-    A = A + lam * torch.eye(len(A), dtype=torch.float64, device=A.device)
+    A = A.clone()
+    A.diagonal().add_(lam)
     L, info = torch.linalg.cholesky_ex(A)
     # not positive definite: the minimum-norm least-squares solution through the symmetric pseudo-inverse
     # (torch.linalg.lstsq's CPU default, gelsy, returns zeros on ~10% of calls for a rank-deficient A)

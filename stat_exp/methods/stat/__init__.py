@@ -34,6 +34,7 @@ from ...core.linalg import make_accumulator
 from ...core.plan import PrunePlan
 from ...errors import UserError
 from ...latency import elapsed
+from ...progress import progress
 from ..base import Method
 from . import allocate, sequential
 from .fold import fold
@@ -121,7 +122,7 @@ class STAT(Method):
         t = time.perf_counter()
         quirk = o.allocation == "paper" and o.paper_head_quirk
         self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk, o.normalize == "layer")
-                        for i in range(len(ctx.site_keys))]
+                        for i in progress(range(len(ctx.site_keys)), "stat: factorise", unit="site")]
         self.timings["factorization_s"] = elapsed(t, ctx.device)
 
     def gram(self, i: int):
@@ -188,7 +189,7 @@ class STAT(Method):
         counts = self.counts(budget)
         self.timings["allocation_s"] = elapsed(t, ctx.device)
         sites = []
-        for i in range(len(ctx.site_keys)):
+        for i in progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}", unit="site"):
             sites.append(self.fold(i, select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)))
         return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "counts": counts})
 
