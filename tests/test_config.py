@@ -145,6 +145,11 @@ def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
                 time.sleep(0.1)
         assert writer is not None, "the sweep ended before job 1 read its data"
         os.killpg(p.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole process group
+        # Python runs its handler when the signal lands but raises KeyboardInterrupt only back in the interpreter:
+        # a signal landing after job 1 woke from open() and before it entered read() would leave that read
+        # blocked with the interrupt pending. End of file (closing our end) returns the read either way.
+        os.close(writer)
+        writer = None
         p.wait(timeout=120)
     finally:
         if writer is not None:
