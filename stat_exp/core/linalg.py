@@ -100,7 +100,8 @@ def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float):
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(n)
     R = L.index_select(0, inv)[:, :k].T                         # R[:, perm] = U[:k]: columns in original order
-    removed = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.linalg.vector_norm(L[:, :k], dim=0).square(), 0)])
+    rows2 = torch.linalg.vector_norm(L[:, :k], dim=0).square()   # ‖U[j]‖², no n × n temporary
+    removed = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(rows2, 0)])
     err2 = (trace - removed).clamp_min(0.0)                     # residual diagonal mass after j pivots
     return perm[:k].clone(), R, err2
 

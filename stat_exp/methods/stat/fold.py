@@ -31,7 +31,7 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
     GI, WE = G.index_select(0, I), W[:, E]
     if len(I) == 0:  # nothing kept to fit with
         Y = W.new_zeros(0, W.shape[0])
-    elif W.shape[0] < len(E):  # fewer consumer rows than dropped columns: Y = X W_Eᵀ = (G_II + λI)⁻¹ (G_IE W_Eᵀ)
+    elif W.shape[0] < len(E):  # fewer consumer rows than dropped columns: (G_II + λI)⁻¹ (G_IE W_Eᵀ)
         Y = ridge_solve(GI[:, I], GI[:, E] @ WE.T, ridge)
     else:
         Y = ridge_solve(GI[:, I], GI[:, E], ridge) @ WE.T  # X first (as ``lstsq_from_gram``)

@@ -81,7 +81,8 @@ def full(st: dict) -> torch.Tensor:
 
 
 def gram(st: dict, centre: bool, device) -> torch.Tensor:
-    """The site's Gram as a new float64 matrix on ``device``; centred (ZᵀZ − Nμμᵀ) for the intercept correction."""
+    """The site's Gram as a new float64 matrix on ``device``; centred (ZᵀZ − Nμμᵀ) for the intercept
+    correction."""
     G = full(st).to(device, torch.float64, copy=True)
     if centre:  # ``centered``, in place on the fresh copy
         mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
