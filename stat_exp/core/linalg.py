@@ -143,9 +143,10 @@ def interpolative(P: torch.Tensor, R: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def centered(G: torch.Tensor, s1: torch.Tensor, n: int) -> torch.Tensor:
-    """Gram of the centred columns: ZᵀZ − N μμᵀ (the intercept option)."""
-    mu = s1.to(torch.float64) / max(n, 1)
-    return G.to(torch.float64) - n * torch.outer(mu, mu)
+    """Gram of the centred columns: ZᵀZ − N μμᵀ (the intercept option), a new float64 matrix (one n × n
+    allocation: the rank-one term is subtracted in place)."""
+    mu = s1.to(G.device, torch.float64) / max(n, 1)
+    return G.to(torch.float64, copy=True).addr_(mu, mu, alpha=-n)
 
 
 def block_trace(G: torch.Tensor, size: int) -> torch.Tensor:

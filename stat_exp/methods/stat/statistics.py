@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ... import cache
-from ...core.linalg import make_accumulator
+from ...core.linalg import centered, make_accumulator
 from ...engine.capture import Captured, walk
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,5 @@ def full(st: dict) -> torch.Tensor:
 def gram(st: dict, centre: bool, device) -> torch.Tensor:
     """The site's Gram as a new float64 matrix on ``device``; centred (ZᵀZ − Nμμᵀ) for the intercept
     correction."""
-    G = full(st).to(device, torch.float64, copy=True)
-    if centre:  # ``centered``, in place on the fresh copy
-        mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
-        G.addr_(mu, mu, alpha=-st["n"])
-    return G
+    G = full(st).to(device)
+    return centered(G, st["s1"], st["n"]) if centre else G.to(torch.float64, copy=True)
