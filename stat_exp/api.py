@@ -35,6 +35,7 @@ from .core.cost import CostModel
 from .core.plan import PrunePlan
 from .data import collate
 from .engine.card import card_info
+from .engine.placement import on_device
 from .errors import UserError
 from .tasks.lm import calibration_windows
 
@@ -81,6 +82,14 @@ def _source(model: nn.Module) -> dict:
     if src:
         return {"base_model": src["base_model"], "model": src["name"]}
     return {"base_model": getattr(model.config, "_name_or_path", None) or None, "model": type(model).__name__}
+
+
+def _layers(model: nn.Module):
+    """The model's layer list (streamed evaluation), or None for a family without an adapter (run whole)."""
+    try:
+        return adapter_for(model.config).layers(model)
+    except UserError:
+        return None
 
 
 def _data_dir(data_dir: str | None) -> str:
@@ -190,12 +199,9 @@ def evaluate(model: nn.Module, tokenizer, task: str = "wikitext2", *, seqlen: in
     t = tasks.build(cfg, tokenizer, tasks.Setting(data_dir, 0, 0, seqlen, eval_windows=windows,
                                                   eval_batch_size=batch_size, bos=bos,
                                                   model_type=getattr(model.config, "model_type", "")))
-    home = next(model.parameters()).device
     model.eval()
-    try:
-        scores = t.evaluate(model.to(device), device)
-    finally:
-        model.to(home)
+    with on_device(model, _layers(model), device):
+        scores = t.evaluate(model, device)
     model.stat_scores = {**getattr(model, "stat_scores", {}), **scores}  # what a saved model's card reports
     return scores
 

@@ -26,8 +26,9 @@ def entries(cache_dir: str | Path) -> list[Path]:
 
 
 def load(path: Path):
-    """The entry at ``path``, marked as just used."""
-    obj = torch.load(path, weights_only=False)
+    """The entry at ``path``, memory-mapped (its tensors are read from the file as they are used), marked as
+    just used."""
+    obj = torch.load(path, weights_only=False, mmap=True)
     os.utime(path)
     return obj
 

@@ -21,6 +21,7 @@ from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer, resolve_dtype
 from .engine.card import card_info
 from .engine import quant
+from .engine.placement import on_device
 from .engine.saving import save_pruned
 from .engine.surgery import attention_units
 from .finetune import task_model
@@ -104,10 +105,11 @@ def quantized(model, adapter, bits: int | None, copy_first: bool):
     return model, quant.quantize(model, adapter, bits)
 
 
-def evaluate(task: tasks.Task, model, device) -> dict:
+def evaluate(task: tasks.Task, model, adapter, device) -> dict:
+    """The task's metrics for ``model`` on ``device`` (whole, or streamed a layer at a time: ``placement``)."""
     t = time.perf_counter()
-    res = task.evaluate(model.to(device), device)
-    model.to("cpu")
+    with on_device(model, adapter.layers(model), device):
+        res = task.evaluate(model, device)
     return {**res, "eval_s": time.perf_counter() - t}
 
 
@@ -163,7 +165,7 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     for b in budgets:
         pruned, plan, spent = prune_copy(method, s.model, b)
         pruned, qinfo = quantized(pruned, s.adapter, quant_bits(cfg), copy_first=False)
-        scores = evaluate(s.task, pruned, s.device)
+        scores = evaluate(s.task, pruned, s.adapter, s.device)
         row = s.rows.log(name, b, pruned, {**scores, **timings, **spent, **method.row_info(), **qinfo})
         if cfg.save_model:
             dense = next((r for r in read_rows(out / "results.jsonl") if r["method"] == "dense"), {})
@@ -210,7 +212,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                                                                 device))
         if ("dense", 1.0) not in done and cfg.dense:
             dense, qinfo = quantized(model, adapter, bits, copy_first=True)
-            rows.log("dense", 1.0, dense, {**evaluate(task, dense, device), **timings, **qinfo})
+            rows.log("dense", 1.0, dense, {**evaluate(task, dense, adapter, device), **timings, **qinfo})
             del dense
         t = time.perf_counter()
         cap = capture_inputs(model, adapter, calibration, device) if todo else None

@@ -100,3 +100,103 @@ def test_hooks_are_removed_when_a_layer_raises():
     for m in model.modules():
         assert not m._forward_pre_hooks and not m._forward_hooks
     assert next(ad.layers(model)[0].parameters()).device.type == "cpu"
+
+
+# ---------------------------------------------------------------- placement: storage vs compute dtype, streaming
+def _ptrs(module):
+    return {n: p.data_ptr() for n, p in module.named_parameters()}
+
+
+def test_borrowed_gives_back_its_own_tensors():
+    """Inside the block a bf16 layer computes in fp32; afterwards it has its very own tensors again (nothing
+    written, so a memory-mapped model stays mapped), and a Linear made inside the block is stored in bf16.
+    With nothing to convert, nothing is copied."""
+    from torch import nn
+
+    from stat_exp.engine.models import tiny_model
+    from stat_exp.engine.placement import borrowed
+
+    model = tiny_model("llama")[0].to(torch.bfloat16)
+    layer = model.model.layers[0]
+    before = _ptrs(layer)
+    rot = model.model.rotary_emb.inv_freq
+    with borrowed(layer, "cpu", torch.float32):
+        assert {p.dtype for p in layer.parameters()} == {torch.float32}
+        layer.mlp.down_proj = nn.Linear(96, 64, bias=False)  # surgery inside the block
+    assert {p.dtype for p in layer.parameters()} == {torch.bfloat16}
+    after = _ptrs(layer)
+    assert all(after[n] == before[n] for n in before if "down_proj" not in n)
+    same = _ptrs(model)
+    with borrowed(model, "cpu", torch.bfloat16):  # same device and dtype: the very same tensors
+        assert _ptrs(model) == same and model.model.rotary_emb.inv_freq is rot
+    with borrowed(model, "cpu", torch.float32):  # buffers keep their dtype (rotary tables)
+        assert model.model.rotary_emb.inv_freq is rot
+    assert model.model.rotary_emb.inv_freq is rot
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3", "opt"])
+def test_streamed_evaluation_equals_whole_model(family):
+    """A bf16 model streamed a layer at a time in fp32 gives exactly the logits of its fp32 copy run whole
+    (the loss the evaluation reports); an fp32 model streamed equals itself whole."""
+    from stat_exp.adapters import get_adapter
+    from stat_exp.engine.models import tiny_model
+    from stat_exp.engine.placement import on_device, streamed
+
+    kw = {"kv_heads": 2} if family == "gemma3" else {}
+    base = tiny_model(family, layers=3, **kw)[0]
+    x = torch.randint(4, 250, (2, 12))
+    with torch.no_grad():
+        for storage in (torch.bfloat16, torch.float32):
+            model = copy.deepcopy(base).to(storage)
+            whole = copy.deepcopy(model).float()(input_ids=x, labels=x)
+            ptrs = _ptrs(model)
+            with on_device(model, get_adapter(model).layers(model), "cpu") as m:
+                got = m(input_ids=x, labels=x)
+            with streamed(model, get_adapter(model).layers(model), "cpu", torch.float32) as m:
+                again = m(input_ids=x, labels=x)
+            assert torch.equal(got.logits, whole.logits) and torch.equal(again.logits, whole.logits)
+            assert got.loss.item() == whole.loss.item()
+            assert _ptrs(model) == ptrs and {p.dtype for p in model.parameters()} == {storage}
+
+
+def test_bf16_walk_gives_the_fp32_statistics():
+    """Statistics of a bf16-stored model (computed in fp32 a layer at a time) equal those of its fp32 copy."""
+    from stat_exp.engine.models import tiny_model
+
+    model = tiny_model("llama")[0].to(torch.bfloat16)
+    wide = copy.deepcopy(model).float()
+    ad = get_adapter(model)
+    x = torch.randint(4, 250, (2, 9))
+    got, out = walk(model, ad, capture_inputs(model, ad, [{"input_ids": x}]), make_stats=lambda k: SiteStats(gram=True))
+    want, ref = walk(wide, ad, capture_inputs(wide, ad, [{"input_ids": x}]), make_stats=lambda k: SiteStats(gram=True))
+    assert torch.equal(out.hidden[0], ref.hidden[0]) and out.hidden[0].dtype == torch.float32
+    for a, b in zip(got, want):
+        assert all(torch.equal(a[k].G, b[k].G) for k in a)
+
+
+def test_random_model_is_drawn_once_and_memory_mapped(tmp_path):
+    """random://: the weights are drawn into a file on first use and memory-mapped from it (the file is in
+    the process's maps), every load gives the same model, and the rotary tables are computed."""
+    from omegaconf import OmegaConf
+
+    from stat_exp.engine.models import load, tiny_model
+
+    cfg = OmegaConf.create({"id": "random://llama", "dtype": "bfloat16", "assemble_dir": str(tmp_path),
+                            "tiny": {"layers": 2, "hidden": 64, "heads": 4, "ffn": 96, "seed": 1}})
+    a, tok = load(cfg)
+    files = list(tmp_path.glob("random-llama-*.pt"))
+    assert len(files) == 1 and tok.vocab_size >= 256
+    assert str(files[0]) in open("/proc/self/maps").read()
+    b, _ = load(cfg)
+    assert {p.dtype for p in b.parameters()} == {torch.bfloat16} and not any(t.is_meta for t in b.state_dict().values())
+    ref = tiny_model("llama")[0]
+    torch.testing.assert_close(b.model.rotary_emb.inv_freq, ref.model.rotary_emb.inv_freq)
+    w = b.model.layers[0].mlp.up_proj.weight.float()
+    assert abs(w.std().item() - 0.02) < 0.003 and torch.equal(b.model.norm.weight.float(), torch.ones(64))
+    x = torch.randint(4, 250, (1, 8))
+    with torch.no_grad():
+        assert torch.equal(a(input_ids=x).logits, b(input_ids=x).logits)
+    cfg.tiny.seed = 2
+    c, _ = load(cfg)
+    assert len(list(tmp_path.glob("random-llama-*.pt"))) == 2
+    assert not torch.equal(c.model.layers[0].mlp.up_proj.weight, b.model.layers[0].mlp.up_proj.weight)

@@ -23,6 +23,7 @@ from torch import nn
 from ..progress import progress
 
 from ..adapters.base import Adapter
+from .placement import borrowed, borrowed_outside, compute_dtype, storage_dtype
 
 
 class _Stop(Exception):
@@ -49,18 +50,21 @@ class Captured:
         return replace(self, hidden=list(hidden), site_stats={})
 
 
-def _to(x, device, memo: dict | None = None):
-    """``x`` (tensors in nested tuples/lists/dicts) on ``device``; with ``memo``, a tensor met twice moves once."""
+def _to(x, device, memo: dict | None = None, dtype: torch.dtype | None = None):
+    """``x`` (tensors in nested tuples/lists/dicts) on ``device``, floating-point ones in ``dtype`` when given;
+    with ``memo``, a tensor met twice moves once."""
     if torch.is_tensor(x):
+        to = (lambda t: t.to(device, dtype if t.is_floating_point() else None)) if dtype is not None else \
+            (lambda t: t.to(device))
         if memo is None:
-            return x.to(device)
+            return to(x)
         if id(x) not in memo:
-            memo[id(x)] = (x, x.to(device))  # keep x alive so its id stays unique
+            memo[id(x)] = (x, to(x))  # keep x alive so its id stays unique
         return memo[id(x)][1]
     if isinstance(x, (tuple, list)):
-        return type(x)(_to(v, device, memo) for v in x)
+        return type(x)(_to(v, device, memo, dtype) for v in x)
     if isinstance(x, dict):
-        return {k: _to(v, device, memo) for k, v in x.items()}
+        return {k: _to(v, device, memo, dtype) for k, v in x.items()}
     return x
 
 
@@ -87,25 +91,14 @@ def mixed_layers(config) -> bool:
     return len(set(getattr(config, "layer_types", None) or [])) > 1
 
 
-def move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> None:
-    """Move everything but the layers (embeddings, rotary tables, final norm, heads) to ``device``;
-    the layers stay where they are, so a large model never lands on the accelerator whole."""
-    inside = {id(m) for m in layers.modules()}
-    for m in model.modules():
-        if id(m) in inside:
-            continue
-        for p in m.parameters(recurse=False):
-            p.data = p.data.to(device)
-        for name, b in list(m.named_buffers(recurse=False)):
-            m._buffers[name] = b.to(device)
-
-
 @torch.no_grad()
 def capture_inputs(model: nn.Module, adapter: Adapter, batches: list[dict], device="cpu",
                    store_device="cpu") -> Captured:
     """Inputs of layer 0 for each batch (dicts of input_ids / attention_mask ...), and of every other layer
-    whose arguments differ from layer 0's (``mixed_layers``)."""
+    whose arguments differ from layer 0's (``mixed_layers``); the parts before the layers run on ``device``
+    in the compute dtype (``placement``), the layers not at all."""
     layers = adapter.layers(model)
+    dtype = compute_dtype(storage_dtype(model), device)
     cap = Captured([], [], [], [])
     kw = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
 
@@ -116,9 +109,8 @@ def capture_inputs(model: nn.Module, adapter: Adapter, batches: list[dict], devi
         cap.kwargs.append(_to(kwargs, store_device))
         raise _Stop
 
-    with hooks() as hs:
+    with hooks() as hs, borrowed_outside(model, layers, device, dtype):
         hs.append(layers[0].register_forward_pre_hook(hook, with_kwargs=True))
-        move_outside_layers(model, layers, device)
         for b in batches:
             mask = b.get("attention_mask")
             cap.token_mask.append(None if mask is None else mask.bool().to(store_device))
@@ -126,18 +118,18 @@ def capture_inputs(model: nn.Module, adapter: Adapter, batches: list[dict], devi
                 model(**_to(b, device), **kw)
             except _Stop:
                 pass
-    if mixed_layers(model.config) and len(layers) > 1:
-        cap.own = _per_layer_inputs(model, layers, batches, cap, device, store_device, kw)
+        hs.pop().remove()
+        if mixed_layers(model.config) and len(layers) > 1:
+            cap.own = _per_layer_inputs(model, layers, batches, cap, device, store_device, kw, dtype)
     return cap
 
 
-def _per_layer_inputs(model, layers, batches, cap: Captured, device, store_device, kw) -> dict:
+def _per_layer_inputs(model, layers, batches, cap: Captured, device, store_device, kw, dtype) -> dict:
     """Every layer's (args, kwargs) per batch, from a pass where each layer is the identity (layer 0 runs
     once, on the first batch, for its output's structure); only layers whose arguments differ from layer
     0's are kept, as {layer: [(args, kwargs) per batch]}."""
-    home = next(layers[0].parameters()).device
-    out0 = layers[0].to(device)(cap.hidden[0].to(device), *_to(cap.args[0], device), **_to(cap.kwargs[0], device))
-    layers[0].to(home)
+    with borrowed(layers[0], device, dtype) as layer0:
+        out0 = layer0(cap.hidden[0].to(device), *_to(cap.args[0], device), **_to(cap.kwargs[0], device))
     calls: list[list] = [[] for _ in layers]
 
     def identity(li):
@@ -215,8 +207,8 @@ class LayerRun:
     stream ``name`` and records the output as that stream's next input; ``forget(name)`` drops recorded
     outputs (the layer changed), so ``outputs()`` re-runs them. ``current`` is the (stream, batch) running."""
 
-    def __init__(self, layer: nn.Module, streams: dict[str, Captured], device, index: int = 0):
-        self.layer, self.streams, self.device, self.index = layer, streams, device, index
+    def __init__(self, layer: nn.Module, streams: dict[str, Captured], device, index: int = 0, dtype=None):
+        self.layer, self.streams, self.device, self.index, self.dtype = layer, streams, device, index, dtype
         self.out = {name: [None] * len(c.hidden) for name, c in streams.items()}
         self.current: tuple[str, int] = ("", 0)
 
@@ -224,7 +216,8 @@ class LayerRun:
         cap = self.streams[name]
         self.current = (name, i)
         args, kwargs = cap.inputs(self.index, i)
-        out = self.layer(cap.hidden[i].to(self.device), *_to(args, self.device), **_to(kwargs, self.device))
+        dev, dt = self.device, self.dtype
+        out = self.layer(cap.hidden[i].to(dev, dt), *_to(args, dev, dtype=dt), **_to(kwargs, dev, dtype=dt))
         out = out[0] if isinstance(out, (tuple, list)) else out
         self.out[name][i] = out.to(cap.hidden[i].device)
         return out
@@ -277,10 +270,9 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
     first = next(iter(streams))
     all_stats = []
     for li, layer in enumerate(progress(adapter.layers(model), desc, "layer")):
-        home = next(layer.parameters()).device
-        layer.to(device)
-        try:
-            run, stats = LayerRun(layer, streams, device, li), {}
+        dtype = compute_dtype(storage_dtype(layer), device)
+        with borrowed(layer, device, dtype):  # bf16 storage computes in fp32 on a CPU (``placement``)
+            run, stats = LayerRun(layer, streams, device, li, dtype), {}
             if make_stats is not None:
                 with hooks() as hs:
                     for kind, site in adapter.sites(layer).items():
@@ -290,8 +282,6 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
             if visit is not None:
                 visit(li, layer, stats, run)
             streams = run.outputs()
-        finally:
-            layer.to(home)
         all_stats.append({k: (v.cpu() if hasattr(v, "cpu") else v) for k, v in stats.items()})
     return all_stats, (streams if isinstance(cap, dict) else streams["main"])
 

@@ -9,6 +9,10 @@ tiny random config. ``id`` forms:
                                assembled once into ``assemble_dir`` and checked against ``bytes`` and
                                ``sha256`` (a prefix of the digest), then loaded as a GGUF file
 - ``tiny://<family>``          a tiny randomly initialised model (tests), sized by ``tiny`` kwargs
+- ``random://<family>``        a randomly initialised model of any size (``tiny`` kwargs: e.g. Llama-2-7B's
+                               shape), built on the meta device; its weights are drawn once (seeded, in
+                               the model's dtype) into a file under ``assemble_dir`` and memory-mapped from
+                               it, so the dense model costs page cache, not process memory
 """
 from __future__ import annotations
 
@@ -104,15 +108,19 @@ def _source(model_cfg) -> tuple[str, dict]:
     return mid, {}
 
 
+RANDOM = ("tiny://", "random://")  # id prefixes of randomly initialised models (byte tokenizer, no download)
+
+
 def _tiny_args(model_cfg) -> tuple[str, dict]:
-    return str(model_cfg.id)[len("tiny://"):], {**dict(model_cfg.get("tiny") or {}), **dict(model_cfg.get("kwargs") or {})}
+    family = str(model_cfg.id).split("://", 1)[1]
+    return family, {**dict(model_cfg.get("tiny") or {}), **dict(model_cfg.get("kwargs") or {})}
 
 
 def load_config(model_cfg):
     """The model's transformers config alone (no weights): what the family check and the context length need."""
     import transformers
 
-    if str(model_cfg.id).startswith("tiny://"):
+    if str(model_cfg.id).startswith(RANDOM):
         family, kw = _tiny_args(model_cfg)
         return tiny_config(family, **{k: v for k, v in kw.items() if k not in ("seed", "num_labels", "problem_type")})
     src, kw = _source(model_cfg)
@@ -126,7 +134,7 @@ def load_tokenizer(model_cfg):
     """The model's tokenizer (a pad token set: the EOS token when it has none)."""
     import transformers
 
-    if str(model_cfg.id).startswith("tiny://"):
+    if str(model_cfg.id).startswith(RANDOM):
         return byte_tokenizer()
     src, kw = _source(model_cfg)
     key = ("tokenizer", src, *kw.values())
@@ -162,17 +170,16 @@ def _quiet_loading():
             hf_logging.enable_progress_bar()
 
 
-BIG = 1e9  # parameters from which ``dtype: auto`` stores bf16 weights on a GPU
+BIG = 1e9  # parameters from which ``dtype: auto`` stores bf16 weights
 
 
 def resolve_dtype(model_cfg) -> str:
-    """``model.dtype``, with ``auto`` = bfloat16 for a model of ≥ 1B parameters when CUDA is available, else
-    float32 (CPUs without bf16 units multiply bf16 at ~1 GFLOP/s, 150× below fp32: see results/scale.md)."""
+    """``model.dtype``, with ``auto`` = bfloat16 storage for a model of ≥ 1B parameters, else float32. A CPU
+    computes bf16 layers in fp32, a layer at a time (``placement``: CPUs without bf16 units multiply bf16 at
+    ~1 GFLOP/s, 150× below fp32, see results/scale.md)."""
     want = str(model_cfg.get("dtype") or "float32")
     if want != "auto":
         return want
-    if not torch.cuda.is_available():
-        return "float32"
     c = load_config(model_cfg)
     d, L = getattr(c, "hidden_size", 0), getattr(c, "num_hidden_layers", 0)
     f = getattr(c, "intermediate_size", 4 * d) or 4 * d
@@ -190,6 +197,8 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
         family, kw = _tiny_args(model_cfg)
         model, tok = tiny_model(family, head, **kw)
         return model.to(dt), tok
+    if str(model_cfg.id).startswith("random://"):
+        return random_model(model_cfg, head, dt), byte_tokenizer()
     src, kw = _source(model_cfg)
     t = time.perf_counter()
     log.info("loading %s (%s)%s", model_cfg.get("name", src), dt, " from GGUF: dequantizing" if kw else "")
@@ -206,6 +215,46 @@ def load(model_cfg, dtype: str | None = None) -> tuple[torch.nn.Module, object]:
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     return model.eval(), load_tokenizer(model_cfg)
+
+
+def random_model(model_cfg, head: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A ``random://`` model (see the module docstring): its weights file is named by the config, head, dtype
+    and seed, drawn on first use (≈ 13.5 GB and a minute or two for Llama-2-7B's shape in bf16) and then
+    memory-mapped; buffers the file does not hold (rotary tables) are computed in place."""
+    import hashlib
+    import json
+
+    import transformers
+
+    family, kw = _tiny_args(model_cfg)
+    seed = int(kw.pop("seed", 0))
+    cfg = tiny_config(family, **kw)
+    cls = getattr(transformers, HEADS[head])
+    key = json.dumps([cfg.to_dict(), head, str(dtype), seed], sort_keys=True, default=str)
+    path = Path(str(model_cfg.get("assemble_dir") or "~/.cache/stat_exp/models")).expanduser() / (
+        f"random-{family}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.pt")
+    if not path.exists():
+        t = time.perf_counter()
+        log.info("drawing random %s weights (%s, seed %d) into %s", family, dtype, seed, path)
+        with torch.device("meta"):
+            model = cls.from_config(cfg, dtype=dtype)
+        model.to_empty(device="cpu")
+        torch.manual_seed(seed)
+        model.initialize_weights()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+        del model
+        log.info("drew random weights in %.1f s", time.perf_counter() - t)
+    with torch.device("meta"):
+        model = cls.from_config(cfg, dtype=dtype)
+    model.load_state_dict(torch.load(path, mmap=True, weights_only=True), assign=True)
+    for m in model.modules():  # non-persistent buffers (rotary tables) are not in the file
+        if any(b.is_meta for b in m.buffers(recurse=False)):
+            m.to_empty(device="cpu", recurse=False)
+            model._init_weights(m)
+    model.tie_weights()
+    return model.eval()
 
 
 # ---------------------------------------------------------------- tiny random models (tests)

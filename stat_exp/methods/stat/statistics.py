@@ -2,14 +2,17 @@
 sketch/TSQR factor), Σz and the token count N; per layer, the residual-stream energy Σ‖h‖² at its input.
 Cached on disk by what they depend on (model, data, calib, seqlen, seed, dtype, sketch, version), as the
 upper triangle of G in fp32 (half of the full matrix), with a JSON sidecar naming the key; the cache is
-bounded (``stat_exp.cache``). In memory too each site keeps only that triangle, packed as soon as its layer is
-walked; ``gram`` rebuilds one site's full matrix when it is used (a 1.5B model's 28 FFN Grams of 8960² are
-4.5 GB packed, 18 GB as full float64 matrices)."""
+bounded (``stat_exp.cache``). Each site keeps only that triangle, packed and written to disk as soon as its
+layer is walked, and memory-mapped from there (file-backed pages the kernel may evict: a 7B model's 8.8 GB
+of statistics never sit in process memory); ``gram`` rebuilds one site's full matrix when it is used (a 1.5B
+model's 28 FFN Grams of 8960² are 4.5 GB packed, 18 GB as full float64 matrices)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -59,19 +62,28 @@ def collect(ctx, cap: Captured, sketch: str, sketch_dim, path: Path | None, max_
     if path is not None and path.exists():
         log.info("STAT statistics from cache %s", path)
         return cache.load(path)
-    packed = []
+    packed: list = []
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(prefix="stat-spill-", dir=path.parent if path is not None else None))
 
     def record(li, layer, stats, run):
         resid = float(sum(h.float().square().sum() for h in run.streams["main"].hidden))  # Σ‖h‖² at its input
-        packed.append({k: {"G": pack(a.gram()), "s1": a.s1.cpu(), "n": a.n, "resid": resid} for k, a in stats.items()})
-        stats.clear()  # packed: the walk need not keep this layer's full matrices
+        f = spill / f"{li:04d}.pt"
+        torch.save({k: {"G": pack(a.gram()), "s1": a.s1.cpu(), "n": a.n, "resid": resid} for k, a in stats.items()}, f)
+        packed.append(torch.load(f, mmap=True, weights_only=True))
+        stats.clear()  # spilled: the walk keeps none of this layer's matrices
 
-    walk(ctx.model, ctx.adapter, cap, ctx.device, lambda kind: make_accumulator(sketch, sketch_dim, ctx.seed), record,
-         desc="stat: calibrate")
-    if path is not None:
+    try:
+        walk(ctx.model, ctx.adapter, cap, ctx.device, lambda kind: make_accumulator(sketch, sketch_dim, ctx.seed),
+             record, desc="stat: calibrate")
+        if path is None:
+            return packed  # mapped from the spill files (removed below: a mapping outlives its file's name)
         cache.store(path, packed, max_bytes)
         path.with_suffix(".json").write_text(json.dumps(ctx.cache_key, sort_keys=True))
-    return packed
+        return cache.load(path)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
 
 
 def full(st: dict) -> torch.Tensor:
