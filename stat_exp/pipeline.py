@@ -204,7 +204,7 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
     cost = CostModel(cfg.get("budget_kind", "flops"), task.cost_seqlen)
     base = {"model": cfg.model.name, "task": cfg.task.name, "metric": task.metric, "calib": cfg.calib,
             "seqlen": task.cost_seqlen, "seed": cfg.seed, "calib_data": task.calib_source,
-            "attn_units": cfg.get("attn_units", "kv_group")}
+            "attn_units": cfg.get("attn_units", "kv_group"), "dtype": resolve_dtype(cfg.model)}
     logger = cfg.logger if cfg.get("logger") else {}
     with Tracker(out, OmegaConf.to_container(cfg, resolve=True), logger.get("wandb"), name=out.name,
                  group=logger.get("group") or sweep_group(), metric=task.metric) as tracker:

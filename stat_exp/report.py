@@ -59,7 +59,8 @@ def _fmt(metric: str) -> str:
     return "{:.4f}" if metric.startswith(("cos", "accuracy", "f1_", "matthews", "pearson", "spearman")) else "{:.2f}"
 
 
-PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units")
+PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units",
+            "dtype")
 CALIBRATION_ONLY = ("calib", "calib_data", "attn_units")  # keys that do not change the dense model's row
 
 

@@ -301,3 +301,27 @@ def test_query_head_units_end_to_end(tmp_path):
     m = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "q" / "pruned_stat_0.5")
     assert any(type(mod).__name__ == "GatheredLinear" for mod in m.modules())
     assert torch.isfinite(m(input_ids=torch.tensor([[5, 6, 7]])).logits).all()
+
+
+def test_random_bf16_model_curve_saves_and_reloads(tmp_path):
+    """The 7B rehearsal's path at a small size: model=llama2_7b_random narrowed (random bf16 weights drawn into a
+    file and memory-mapped), STAT at two budgets with save_model=true, evaluation streamed in fp32 on the CPU;
+    the 0.5 model reloads from its directory and gives the row's perplexity exactly."""
+    import stat_exp
+    import transformers
+
+    need_data("wikitext2/wiki.test.raw", "c4/c4-train.00000-of-01024.first1041.jsonl")
+    cfg = compose(["model=llama2_7b_random", "model.tiny.layers=2", "model.tiny.hidden=128", "model.tiny.heads=4",
+                   "model.tiny.ffn=256", "model.tiny.vocab=512", "seqlen=128", f"model.assemble_dir={tmp_path}/m",
+                   "calib=4", "calib_batch_size=1", "budget=[0.7,0.5]", "save_model=true", "logger=none",
+                   f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache"])
+    rows = run_experiment(cfg)
+    assert [(r["method"], r["budget"], r["dtype"]) for r in rows] == [
+        ("dense", 1.0, "bfloat16"), ("stat", 0.7, "bfloat16"), ("stat", 0.5, "bfloat16")]
+    assert all(abs(r["achieved"] - r["budget"]) < 0.01 for r in rows) and list((tmp_path / "m").glob("random-*.pt"))
+    stat_exp.register()
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "pruned_stat_0.5")
+    assert {p.dtype for p in back.parameters()} == {torch.bfloat16}
+    tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "pruned_stat_0.5")
+    ppl = stat_exp.evaluate(back, tok, "wikitext2", seqlen=128, windows=1)["ppl_wikitext2"]
+    assert ppl == rows[-1]["ppl_wikitext2"]

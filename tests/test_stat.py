@@ -221,6 +221,13 @@ def test_stat_statistics_cache(tmp_path):
             assert torch.equal(la[k].weight, lb[k].weight) and torch.equal(la[k].bias_delta, lb[k].bias_delta)
     G = runs[0].stats[0]["ffn"]["G"]
     assert torch.equal(G, G.T)  # rebuilt from its upper triangle
+    entry = next(tmp_path.glob("stat-*.pt"))  # both runs read the statistics memory-mapped from the entry
+    assert str(entry) in open("/proc/self/maps").read() and not list(tmp_path.glob("stat-spill-*"))
+    m = methods.build("stat", cache=False)  # uncached: mapped from spill files already removed
+    m.calibrate(methods.Context(model, ad, CostModel("flops", 16)), capture_inputs(model, ad, [{"input_ids": x}]))
+    assert torch.equal(m.stats[1]["ffn"]["G"], runs[0].stats[1]["ffn"]["G"])
+    c = m.plan(0.5)
+    assert all(torch.equal(la[k].weight, lc[k].weight) for la, lc in zip(a.layers, c.layers) for k in la)
 
 
 def test_cache_pack_and_lru_eviction(tmp_path):
@@ -421,3 +428,20 @@ def test_fold_equals_the_reference_formula_in_either_solve_order(n_keep):
     sp = fold(site, G, st, keep, "lstsq_bias", 1e-10)
     torch.testing.assert_close(sp.weight, (W[:, keep] + W[:, drop] @ X.T).float(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sp.bias_delta, (W[:, drop] @ (mu[drop] - X.T @ mu[keep])).float(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rows,ridge", [(300, 1e-8), (40, 1e-8), (40, 0.0)])
+def test_head_error_curve_from_one_cholesky_equals_per_prefix_solves(rows, ridge):
+    """e(k)² for every prefix of a head order from one Cholesky (``prefix_errors``) equals the reference: one
+    least-squares solve per k (``output_error``), also for a rank-deficient Gram (40 tokens, 128 columns) and, with
+    no ridge, the fallback when the Gram is not positive definite."""
+    from stat_exp.methods.stat.select import output_error, prefix_errors
+
+    g = torch.Generator().manual_seed(rows)
+    U, size, d = 8, 16, 48
+    Z = torch.randn(rows, U * size, generator=g, dtype=torch.float64)
+    G, W, P = Z.T @ Z, torch.randn(d, U * size, generator=g, dtype=torch.float64), torch.randperm(U, generator=g)
+    got = prefix_errors(G, W, P, size, ridge)
+    want = torch.stack([output_error(G, W, P[:k], P[k:], size, ridge) for k in range(U + 1)])
+    assert got.shape == (U + 1,) and float(got[-1]) == 0.0
+    torch.testing.assert_close(got, want, atol=1e-7 * float(want.abs().max()), rtol=0)
