@@ -318,7 +318,8 @@ def test_random_bf16_model_curve_saves_and_reloads(tmp_path):
     rows = run_experiment(cfg)
     assert [(r["method"], r["budget"], r["dtype"]) for r in rows] == [
         ("dense", 1.0, "bfloat16"), ("stat", 0.7, "bfloat16"), ("stat", 0.5, "bfloat16")]
-    assert all(abs(r["achieved"] - r["budget"]) < 0.01 for r in rows) and list((tmp_path / "m").glob("random-*.pt"))
+    assert all(r["budget"] - 0.1 < r["achieved"] <= r["budget"] + 1e-9 for r in rows)  # 4 heads: coarse units
+    assert list((tmp_path / "m").glob("random-*.pt"))
     stat_exp.register()
     back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "pruned_stat_0.5")
     assert {p.dtype for p in back.parameters()} == {torch.bfloat16}

@@ -8,7 +8,7 @@ device, in the compute dtype.
 | compute dtype   | ``compute_dtype(storage, device)``: fp32 on a CPU for bf16/fp16 storage (CPUs  |
 |                 | without bf16 units multiply bf16 150× slower than fp32), else the storage dtype |
 | borrowed        | a module whose parameters and buffers are replaced, for a block, by copies on    |
-|                 | the device in the compute dtype; afterwards it gets its own tensors back        |
+|                 | the device (parameters in the compute dtype); then it gets its own tensors back |
 | streamed        | a whole model run with every layer borrowed only during its own forward        |
 
 Borrowing never writes the stored tensors (a memory-mapped model stays mapped, clean and evictable) and
@@ -37,6 +37,7 @@ def compute_dtype(storage: torch.dtype, device) -> torch.dtype:
 
 
 def _tensors(module: nn.Module, recurse: bool):
+    """(the dict holding it, its name, the tensor) for every parameter and buffer of ``module``."""
     mods = module.modules() if recurse else [module]
     for m in mods:
         for store in (m._parameters, m._buffers):
