@@ -54,8 +54,8 @@ def _to(x, device, memo: dict | None = None, dtype: torch.dtype | None = None):
     """``x`` (tensors in nested tuples/lists/dicts) on ``device``, floating-point ones in ``dtype`` when given;
     with ``memo``, a tensor met twice moves once."""
     if torch.is_tensor(x):
-        to = (lambda t: t.to(device, dtype if t.is_floating_point() else None)) if dtype is not None else \
-            (lambda t: t.to(device))
+        def to(t):
+            return t.to(device, dtype if t.is_floating_point() else None)
         if memo is None:
             return to(x)
         if id(x) not in memo:
