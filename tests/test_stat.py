@@ -118,6 +118,23 @@ def _plant_duplicate_neurons(model, pairs):
                         lin.bias[b] = lin.bias[a]
 
 
+def test_fold_holds_the_new_weight_in_the_models_dtype():
+    """A bf16 model's plan holds W' in bf16 (half the memory of fp32), rounded exactly as the fp32 plan's W'
+    was when surgery copied it into the bf16 Linear."""
+    model, _ = tiny_model("llama", "causal_lm")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16().float())  # weights a bf16 copy holds exactly
+    m32, _ = _calibrated(model)
+    m16 = copy.copy(m32)  # the same statistics, folded into the bf16 copy's consumers
+    m16.ctx = methods.Context(copy.deepcopy(model).to(torch.bfloat16), m32.ctx.adapter, m32.ctx.cost)
+    for i, n in enumerate(m32.ctx.n_units):
+        keep = list(range(0, n, 2))
+        w32, w16 = m32.fold(i, keep).weight, m16.fold(i, keep).weight
+        assert w32.dtype == torch.float32 and w16.dtype == torch.bfloat16
+        assert torch.equal(w16, w32.to(torch.bfloat16))
+
+
 @pytest.mark.parametrize("fam,kw", [("llama", {}), ("opt", {}), ("bert", {}), ("distilbert", {})])
 def test_planted_redundancy_lossless_with_correction_only(fam, kw):
     model, _ = tiny_model(fam, "causal_lm" if fam in ("llama", "opt") else "base", **kw)

@@ -27,6 +27,7 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
         return sp
     I = unit_columns(keep, site.cols_per_unit, G.device)
     E = unit_columns(drop, site.cols_per_unit, G.device)
+    stored = site.consumer_linear.weight.dtype  # the plan holds W' as the model will (bf16: half of fp32)
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
     GI, WE = G.index_select(0, I), W[:, E]
     if len(I) == 0:  # nothing kept to fit with
@@ -35,7 +36,7 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
         Y = ridge_solve(GI[:, I], GI[:, E] @ WE.T, ridge)
     else:
         Y = ridge_solve(GI[:, I], GI[:, E], ridge) @ WE.T  # X first (as ``lstsq_from_gram``)
-    sp.weight = (W[:, I] + Y.T).float().cpu()  # W_I + W_E Xᵀ
+    sp.weight = (W[:, I] + Y.T).float().to("cpu", stored)  # W_I + W_E Xᵀ, rounded via fp32 as a copy_ would
     if correction == "lstsq_bias":
         mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
         sp.bias_delta = (WE @ mu[E] - Y.T @ mu[I]).float().cpu()
