@@ -57,10 +57,12 @@ def matmul_peak(device: str, dtype, max_n: int = 2048, seconds: float = 1.0) -> 
 
 def stage_flops(model, adapter, tokens: int, seqlen: int) -> dict:
     """FLOPs of the measured stages on ``tokens`` tokens (attention priced at ``seqlen``): ``forward`` (the
-    layers), ``eval`` (the whole model: layers and LM head) and ``gram`` (ZᵀZ of every site's consumer input)."""
+    layers), ``eval`` (the whole model: layers and LM head) and ``gram`` (ZᵀZ of every site's consumer input,
+    as executed: the upper block triangle, ``linalg.upper_gram_flops``)."""
     from .core.cost import model_flops
+    from .core.linalg import upper_gram_flops
 
-    gram = sum(2 * tokens * s.consumer_linear.in_features ** 2 for layer in adapter.layers(model)
+    gram = sum(upper_gram_flops(tokens, s.consumer_linear.in_features) for layer in adapter.layers(model)
                for s in adapter.sites(layer).values())
     f = model_flops(adapter, model, seqlen)
     return {"forward": tokens * f["prunable"], "eval": tokens * f["total"], "gram": gram}
