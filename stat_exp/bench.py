@@ -24,6 +24,7 @@ SHAPES = {  # family, hidden, layers, heads, kv_heads, ffn, vocab
     "llama2_7b": ("llama", 4096, 32, 32, 32, 11008, 32000),
     "llama3_8b": ("llama", 4096, 32, 32, 8, 14336, 128256),
     "smollm2_135m": ("llama", 576, 30, 9, 3, 1536, 49152),
+    "qwen25_1_5b": ("llama", 1536, 28, 12, 2, 8960, 151936),
     "opt_125m": ("opt", 768, 12, 12, 12, 3072, 50272),
     "bert_base": ("bert", 768, 12, 12, 12, 3072, 30522),
     "bert_large": ("bert", 1024, 24, 16, 16, 4096, 30522),
