@@ -272,6 +272,21 @@ def test_stat_statistics_cache(tmp_path):
     assert all(torch.equal(la[k].weight, lc[k].weight) for la, lc in zip(a.layers, c.layers) for k in la)
 
 
+@pytest.mark.parametrize("n,blocks", [(1, 8), (7, 8), (19, 8), (64, 3), (33, 1)])
+def test_unpack_equals_the_masked_reference(n, blocks):
+    """``unpack`` (row slices, strip transposes) against the definition: the upper triangle scattered by a mask
+    and mirrored."""
+    from stat_exp.methods.stat.statistics import pack, unpack
+
+    A = torch.randn(n, n)
+    S = A + A.T
+    mask = torch.ones(n, n, dtype=torch.bool).triu_()
+    ref = torch.zeros(n, n)
+    ref[mask] = pack(S)
+    ref = torch.where(mask, ref, ref.T)
+    assert torch.equal(unpack(pack(S), blocks), ref) and torch.equal(ref, S)
+
+
 def test_cache_pack_and_lru_eviction(tmp_path):
     import os
 
@@ -467,7 +482,7 @@ def test_fold_equals_the_reference_formula_in_either_solve_order(n_keep):
     W = site.consumer_linear.weight.detach().double()
     X = linalg.lstsq_from_gram(G, torch.tensor(keep, dtype=torch.long), torch.tensor(drop), 1e-10)
     mu = st["s1"] / 300
-    sp = fold(site, G, st, keep, "lstsq_bias", 1e-10)
+    sp = fold(site, Z.T @ Z, st, keep, "lstsq_bias", 1e-10)  # fold centres the rows it uses
     torch.testing.assert_close(sp.weight, (W[:, keep] + W[:, drop] @ X.T).float(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sp.bias_delta, (W[:, drop] @ (mu[drop] - X.T @ mu[keep])).float(), atol=1e-5, rtol=1e-5)
 

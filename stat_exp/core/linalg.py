@@ -106,15 +106,17 @@ def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float):
     return perm[:k].clone(), R, err2
 
 
-def ridge_solve(A: torch.Tensor, B: torch.Tensor, ridge: float) -> torch.Tensor:
+def ridge_solve(A: torch.Tensor, B: torch.Tensor, ridge: float, overwrite: bool = False) -> torch.Tensor:
     """X solving (A + λI) X = B for a PSD A (k, k) and B (k, m) or (k,), in float64, with
     λ = ridge · mean(diag A) (a Tikhonov term relative to A's scale). Cholesky; least squares when
-    A + λI is not numerically positive definite (pseudo-inverse). The one regularised solve of the project."""
+    A + λI is not numerically positive definite (pseudo-inverse). The one regularised solve of the project.
+    ``overwrite``: a float64 A may be used as scratch (its diagonal gains λ) instead of copied."""
+    inplace = overwrite and A.dtype == torch.float64
     A, B = A.to(torch.float64), B.to(torch.float64)
     vec = B.dim() == 1
     B = B[:, None] if vec else B
     lam = ridge * float(torch.diagonal(A).mean().clamp_min(1e-300))
-    A = A.clone()
+    A = A if inplace else A.clone()
     A.diagonal().add_(lam)
     L, info = torch.linalg.cholesky_ex(A)
     # not positive definite: the minimum-norm least-squares solution through the symmetric pseudo-inverse

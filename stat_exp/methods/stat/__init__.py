@@ -39,7 +39,7 @@ from ..base import Method
 from . import allocate, sequential
 from .fold import fold
 from .select import factor, select, selection_order
-from .statistics import cache_path, collect, gram
+from .statistics import cache_path, collect, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
            "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
@@ -131,7 +131,7 @@ class STAT(Method):
     def fold(self, i: int, keep: list[int]):
         """Site ``i``'s plan for the kept units ``keep``, with the configured correction (dense statistics)."""
         o = self.opts
-        return fold(self.ctx.site(i), self.gram(i), self.stat(i), keep, o.correction, o.ridge)
+        return fold(self.ctx.site(i), full(self.stat(i)).to(self.ctx.device), self.stat(i), keep, o.correction, o.ridge)
 
     def counts(self, budget: float) -> list[int]:
         """Kept units per site at ``budget`` (a fraction of the dense cost)."""

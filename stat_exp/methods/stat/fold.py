@@ -20,7 +20,8 @@ from ...core.units import unit_columns
 
 def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridge: float) -> SitePlan:
     """The site plan for ``keep`` with the LS correction of the dropped units (``correction``: lstsq_bias,
-    lstsq, none). ``G`` is the float64 Gram, centred for lstsq_bias; ``st`` holds Σz and N."""
+    lstsq, none). ``G`` is the site's uncentred Gram (any float dtype, on the device to compute on); only its
+    kept rows are taken to float64 and, for lstsq_bias, centred with ``st``'s Σz and N (no n × n float64 copy)."""
     sp = SitePlan(keep=keep)
     drop = sorted(set(range(site.n_units)) - set(keep))
     if correction == "none" or not drop:
@@ -29,16 +30,18 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
     E = unit_columns(drop, site.cols_per_unit, G.device)
     stored = site.consumer_linear.weight.dtype  # the plan holds W' as the model will (bf16: half of fp32)
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
-    GI, WE = G.index_select(0, I), W[:, E]
+    GI, WE = G.index_select(0, I).to(torch.float64), W[:, E]
+    mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
+    if correction == "lstsq_bias":
+        GI.addr_(mu[I], mu, alpha=-st["n"])  # rows I of ZᵀZ − N μμᵀ
     if len(I) == 0:  # nothing kept to fit with
         Y = W.new_zeros(0, W.shape[0])
     elif W.shape[0] < len(E):  # fewer consumer rows than dropped columns: (G_II + λI)⁻¹ (G_IE W_Eᵀ)
-        Y = ridge_solve(GI[:, I], GI[:, E] @ WE.T, ridge)
+        Y = ridge_solve(GI[:, I], GI[:, E] @ WE.T, ridge, overwrite=True)
     else:
-        Y = ridge_solve(GI[:, I], GI[:, E], ridge) @ WE.T  # X first (as ``lstsq_from_gram``)
+        Y = ridge_solve(GI[:, I], GI[:, E], ridge, overwrite=True) @ WE.T  # X first (as ``lstsq_from_gram``)
     sp.weight = (W[:, I] + Y.T).float().to("cpu", stored)  # W_I + W_E Xᵀ, rounded via fp32 as a copy_ would
     if correction == "lstsq_bias":
-        mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
         sp.bias_delta = (WE @ mu[E] - Y.T @ mu[I]).float().cpu()
     return sp
 

@@ -42,13 +42,21 @@ def pack(G: torch.Tensor) -> torch.Tensor:
     return G.float()[_upper(G.shape[0], G.device)].cpu()
 
 
-def unpack(v: torch.Tensor) -> torch.Tensor:
-    """The symmetric (n, n) fp32 matrix whose upper triangle is ``v``."""
+def unpack(v: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """The symmetric (n, n) fp32 matrix whose upper triangle (rows first) is ``v``: each row's slice copied
+    into place (no n × n mask or second matrix), then the lower triangle filled by ``blocks`` strip transposes
+    and the diagonal blocks' own."""
     n = int(((8 * v.numel() + 1) ** 0.5 - 1) / 2)
-    mask = _upper(n, v.device)
-    G = torch.zeros(n, n, dtype=torch.float32, device=v.device)
-    G[mask] = v
-    return torch.where(mask, G, G.T)
+    G = torch.empty(n, n, dtype=torch.float32, device=v.device)
+    for i, row in enumerate(torch.split(v, list(range(n, 0, -1)))):
+        G[i, i:] = row
+    step = -(-n // blocks) if n else 1
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        G[s:e, :s] = G[:s, s:e].T
+        D = G[s:e, s:e]
+        D.copy_(D.triu() + D.triu(1).T)
+    return G
 
 
 def site_stat(acc) -> dict:
