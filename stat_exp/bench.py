@@ -1,7 +1,7 @@
 """Benchmark the STAT stages on a randomly initialised model of a named shape (no download).
 
     python -m stat_exp.bench shape=llama2_7b calib=256 seqlen=2048 [device=cuda] [dtype=bfloat16]
-                             [place=cpu|device] [budget=0.5] [batch=8] [sketch=gram]
+                             [place=cpu|device] [budget=0.5] [batch=8] [sketch=gram] [layers=N]
 
 ``place=cpu`` (default) keeps the model on the host and moves one layer at a time to the device,
 as the pipeline does, so peak device memory is about one layer plus activations and statistics.
@@ -9,8 +9,9 @@ First it measures the machine's matmul peak (GFLOP/s of an n × n product, fp32 
 torch uses), then prints each stage's time and, where its FLOPs are known, its achieved GFLOP/s and fraction
 of the peak at the model's dtype: ``eval`` (one forward of ``batch`` windows), ``statistics`` (the layer
 forwards of the calibration tokens plus the Gram products ZᵀZ of every site). Factorisation and fold are
-reported as fractions of the statistics stage. Prints a JSON summary last; exit code 0 (a bad argument: one
-``error:`` line, exit 2). Not a test: timings vary by machine; run it with nothing else on the machine.
+reported as fractions of the statistics stage. ``layers=N`` builds only N of the shape's layers: every stage
+but the evaluation's LM head is a sum over layers, so a 7B shape's ratios fit a small host. Prints a JSON
+summary last; exit code 0 (a bad argument: one ``error:`` line, exit 2). Not a test: timings vary by machine; run it with nothing else on the machine.
 """
 from __future__ import annotations
 
@@ -69,11 +70,12 @@ def stage_flops(model, adapter, tokens: int, seqlen: int) -> dict:
     return {"forward": tokens * f["prunable"], "eval": tokens * f["total"], "gram": gram}
 
 
-def build(shape: str, dtype, where: str, seed: int = 0):
+def build(shape: str, dtype, where: str, seed: int = 0, layers: int | None = None):
     from .engine.models import tiny_config
     import transformers
 
     fam, h, L, nh, kv, ffn, vocab = SHAPES[shape]
+    L = layers or L
     cfg = tiny_config(fam, hidden=h, layers=L, heads=nh, kv_heads=kv, ffn=ffn, vocab=vocab, max_pos=4096)
     head = "AutoModelForCausalLM" if fam in ("llama", "opt") else "AutoModel"
     with torch.device("meta"):
@@ -98,8 +100,8 @@ def build(shape: str, dtype, where: str, seed: int = 0):
 
 
 PARAMS = {"shape": str, "calib": int, "seqlen": int, "device": str, "dtype": str, "place": str, "budget": float,
-          "batch": int, "correction": str, "allocation": str, "selection": str, "propagate": str, "sketch": str,
-          "head_space": str}
+          "batch": int, "layers": int, "correction": str, "allocation": str, "selection": str, "propagate": str,
+          "sketch": str, "head_space": str}
 STAT_OPTIONS = ("correction", "allocation", "selection", "propagate", "sketch", "head_space")
 
 
@@ -125,7 +127,7 @@ def parse(argv: list[str]) -> dict:
             raise UserError(f"{key}={value!r} is not a{'n integer' if PARAMS[key] is int else ' number'}") from None
     if out.get("shape", "bert_base") not in SHAPES:
         raise UserError(f"unknown shape '{out['shape']}'; choose one of: {', '.join(SHAPES)}")
-    for key in ("calib", "seqlen", "batch"):
+    for key in ("calib", "seqlen", "batch", "layers"):
         if key in out and out[key] < 1:
             raise UserError(f"{key}={out[key]} must be a positive integer")
     if "budget" in out:
@@ -151,14 +153,15 @@ def main(argv: list[str]) -> dict:
     opts = {k: a[k] for k in STAT_OPTIONS if k in a}
 
     t = time.perf_counter()
-    model = build(shape, dtype, device if place == "device" else "cpu")
+    model = build(shape, dtype, device if place == "device" else "cpu", layers=a.get("layers"))
     t_build = time.perf_counter() - t
     ad = get_adapter(model)
     vocab = model.config.vocab_size
     ids = torch.randint(4, vocab, (calib, seqlen), generator=torch.Generator().manual_seed(0))
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    res = {"shape": shape, "calib": calib, "seqlen": seqlen, "tokens": calib * seqlen, "device": device,
+    res = {"shape": shape, "layers": len(ad.layers(model)), "calib": calib, "seqlen": seqlen,
+           "tokens": calib * seqlen, "device": device,
            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
            "dtype": str(dtype).split(".")[-1], "place": place, "build_s": round(t_build, 2)}
     res["threads"] = torch.get_num_threads()

@@ -175,6 +175,7 @@ def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
     (["shape=nope"], "unknown shape 'nope'"),
     (["budget=abc"], "budget='abc' is not a number"),
     (["shap=bert_base"], "did you mean 'shape'?"),
+    (["layers=0"], "layers=0 must be a positive integer"),
 ])
 def test_bench_bad_arguments_one_line(args, needle):
     r = subprocess.run([sys.executable, "-m", "stat_exp.bench", *args], cwd=ROOT, capture_output=True, text=True,
@@ -211,6 +212,20 @@ def test_bench_reports_stages_against_the_matmul_peak():
     fl = stage_flops(model, ad, 128, 32)
     assert fl["forward"] == 128 * model_flops(ad, model, 32)["prunable"]
     assert fl["gram"] == 6 * 128 * (768 ** 2 + 3072 ** 2) * 9 // 8  # 6 layers; sites' inputs 768 (heads), 3072 (FFN)
+
+
+def test_bench_layers_builds_part_of_the_shape():
+    """``layers=N``: the shape's widths with N layers; the statistics' FLOPs are N layers' worth."""
+    from stat_exp.adapters import get_adapter
+    from stat_exp.bench import build, main, stage_flops
+
+    two = build("distilbert", torch.float32, "cpu", layers=2)
+    ad = get_adapter(two)
+    assert len(ad.layers(two)) == 2 and two.config.hidden_size == 768
+    six = build("distilbert", torch.float32, "cpu")
+    assert 3 * stage_flops(two, ad, 128, 32)["gram"] == stage_flops(six, get_adapter(six), 128, 32)["gram"]
+    res = main(["shape=distilbert", "layers=1", "calib=2", "seqlen=16", "batch=2"])
+    assert res["layers"] == 1 and res["factorization_of_statistics"] > 0
 
 
 def test_split_gguf_parts_assemble_once_and_are_checked(tmp_path, monkeypatch):
