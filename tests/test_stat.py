@@ -31,6 +31,12 @@ def test_fast_pivots_equal_scipy_geqp3(backend):
     torch.testing.assert_close(R[:, P].abs(), Rs.abs(), atol=1e-9, rtol=1e-9)
     tail = torch.flip(torch.cumsum(torch.flip((Rs ** 2).sum(1), [0]), 0), [0])  # suffix sums of R's rows
     torch.testing.assert_close(e2[:-1], tail, atol=1e-6, rtol=1e-9)
+    G = Z.T @ Z
+    P2, rdiag, e22 = linalg.pivoted_cholesky(G.clone(), block=7, backend=backend, overwrite=True, diag_only=True)
+    assert torch.equal(P2, P) and torch.equal(e22, e2)
+    torch.testing.assert_close(rdiag, torch.diagonal(Rs).abs(), atol=1e-9, rtol=1e-9)
+    P3, R3, _ = linalg.pivoted_cholesky(G, k=20, block=7, backend=backend)  # a prefix of the pivots
+    assert torch.equal(P3, P[:20]) and torch.equal(R3, R[:20])
 
 
 @pytest.mark.parametrize("kind", ["gram", "tsqr"])
@@ -66,6 +72,25 @@ def test_blocked_gram_equals_full_product(n, blocks):
     torch.testing.assert_close(acc.gram(), want, atol=1e-4, rtol=1e-5)
     acc.add(Z)  # adding after gram(): mirrored again on the next read
     torch.testing.assert_close(acc.cpu().G, (2 * want).float(), atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("U,size,blocks", [(8, 4, 8), (7, 3, 3), (2, 5, 8), (1, 6, 8), (5, 2, 1)])
+def test_strip_products_equal_the_full_ones(U, size, blocks):
+    """``unit_output_gram`` and ``lower_product_colnorms`` (upper / lower block triangles in strips) equal the
+    full products they replace: the unit sums of G ∘ WᵀW, and the column norms of A L."""
+    from stat_exp.core.units import unit_sum
+
+    g = torch.Generator().manual_seed(U * 100 + size)
+    n = U * size
+    Z = torch.randn(3 * n, n, generator=g, dtype=torch.float64)
+    G, W = Z.T @ Z, torch.randn(2 * n + 1, n, generator=g, dtype=torch.float64)
+    want = unit_sum(G * (W.T @ W), size)
+    got = linalg.unit_output_gram(G, W, size, blocks)
+    torch.testing.assert_close(got, want, atol=1e-10 * float(want.abs().max()), rtol=0)
+    assert torch.equal(got, got.T)
+    L = torch.linalg.cholesky(G)
+    want = (W @ L).square().sum(0)
+    torch.testing.assert_close(linalg.lower_product_colnorms(W, L, blocks), want, atol=1e-10 * float(want.max()), rtol=0)
 
 
 def test_tsqr_accumulator_keeps_its_factor_on_cpu():
@@ -286,6 +311,27 @@ def test_unpack_equals_the_masked_reference(n, blocks):
     ref = torch.where(mask, ref, ref.T)
     assert torch.equal(unpack(pack(S), blocks), ref) and torch.equal(ref, S)
 
+    assert torch.equal(unpack(pack(S), blocks, dtype=torch.float64), ref.double())
+
+
+@pytest.mark.parametrize("packed", [True, False])
+def test_gram_is_a_new_float64_matrix_and_leaves_the_statistics_alone(packed):
+    """``statistics.gram``: the (centred) float64 Gram from a packed or a full stored entry, a new matrix each
+    call (callers use it as scratch), the stored entry unchanged."""
+    from stat_exp.methods.stat.statistics import gram, pack
+
+    Z = torch.randn(50, 9, dtype=torch.float64) + 2.0
+    G0 = Z.T @ Z
+    st = {"G": pack(G0) if packed else G0.clone(), "s1": Z.sum(0), "n": 50}
+    before = st["G"].clone()
+    Zc = Z - Z.mean(0)
+    tol = dict(atol=1e-3 if packed else 1e-10, rtol=1e-5 if packed else 1e-10)
+    torch.testing.assert_close(gram(st, True, "cpu"), Zc.T @ Zc, **tol)
+    U = gram(st, False, "cpu")
+    assert U.dtype == torch.float64 and U.data_ptr() != st["G"].data_ptr()
+    torch.testing.assert_close(U, G0, **tol)
+    U.zero_()
+    assert torch.equal(st["G"], before)
 
 def test_cache_pack_and_lru_eviction(tmp_path):
     import os

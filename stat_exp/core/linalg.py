@@ -26,10 +26,13 @@ def pivoted_qr_scipy(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pivoted_cholesky(G: torch.Tensor, k: int | None = None, block: int = 128, rtol: float = 1e-12,
-                     backend: str = "auto"):
+                     backend: str = "auto", overwrite: bool = False, diag_only: bool = False):
     """Greedy diagonal-pivoted Cholesky of a PSD Gram G (n, n), in float64: LAPACK ``dpstrf`` for host
-    tensors (backend 'lapack'), a blocked torch loop on accelerators (backend 'torch'; on a 2-core AVX2 host it
-    ties dpstrf only at block ≈ 1024: 13.7 s vs 13.1 s at n = 8960, results/scale.md).
+    tensors (backend 'lapack'), a blocked torch loop on accelerators (backend 'torch'; on a 2-core host it
+    runs at half dpstrf's speed at n = 11008, results/scale.md). ``overwrite``: a contiguous float64 host G may
+    serve as LAPACK's scratch (its contents are lost) instead of being copied. ``diag_only``: R's pivot
+    diagonal |R[j, P[j]]| (k,) in R's place (all FFN selection reads; forming R is a k × n gather, 1.3 s at
+    n = 11008).
 
     Same pivots and R as column-pivoted QR of any Z with ZᵀZ = G (exact arithmetic).
     Returns (P (k,), R (k, n) with columns in original order, err2 (k+1,)) where err2[j] is the
@@ -37,8 +40,11 @@ def pivoted_cholesky(G: torch.Tensor, k: int | None = None, block: int = 128, rt
     (residual diagonal ≤ rtol·max diag) rows are zero and the remaining pivots are arbitrary.
     """
     if backend == "lapack" or (backend == "auto" and G.device.type == "cpu"):
-        return _pivoted_cholesky_lapack(G, k, rtol)
-    return _pivoted_cholesky_blocked(G, k, block, rtol)
+        P, R, err2 = _pivoted_cholesky_lapack(G, k, rtol, overwrite, diag_only)
+    else:
+        P, R, err2 = _pivoted_cholesky_blocked(G, k, block, rtol)
+        R = R[torch.arange(len(P), device=R.device), P].abs() if diag_only else R
+    return P, R, err2
 
 
 def _pivoted_cholesky_blocked(G: torch.Tensor, k: int | None, block: int, rtol: float):
@@ -46,8 +52,8 @@ def _pivoted_cholesky_blocked(G: torch.Tensor, k: int | None, block: int, rtol: 
     A[p] − R_bᵀR_b[:, p] (a small product); after the block the complement shrinks to the columns still free and
     takes one rank-b update, so the work is ≈ 2n³/3 in matrix products (n³ of them on the shrinking complement)
     and the per-pivot work touches one row (LAPACK's dpstrf swaps a row and a column per pivot instead)."""
-    A = G.to(torch.float64).clone()  # the Schur complement on the still-free columns `free` (original indices)
-    n = A.shape[0]
+    A = G.to(torch.float64)  # the Schur complement on the still-free columns `free` (original indices); G is
+    n = A.shape[0]           # only read: each block's update lands in a new, smaller matrix
     k = n if k is None else min(k, n)
     dev = A.device
     free = torch.arange(n, device=dev)
@@ -82,25 +88,29 @@ def _pivoted_cholesky_blocked(G: torch.Tensor, k: int | None, block: int, rtol: 
     return P, R, err2
 
 
-def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float):
+def _pivoted_cholesky_lapack(G: torch.Tensor, k: int | None, rtol: float, overwrite: bool = False,
+                             diag_only: bool = False):
+    """``dpstrf``'s lower variant (its upper one took 8.7 s against 6.5 s at n = 11008 on a 2-core host): G's
+    row-major buffer read column-major is G itself (symmetric), and the column-major L it leaves, read row-major,
+    is U = Lᵀ with one pivot's row of R per contiguous row."""
     from scipy.linalg import lapack
 
     n = G.shape[0]
     k = n if k is None else min(k, n)
     if n == 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-    g = G.detach().to("cpu", torch.float64, copy=True)
+    inplace = overwrite and G.dtype == torch.float64 and G.device.type == "cpu" and G.is_contiguous()
+    g = G.detach() if inplace else G.detach().to("cpu", torch.float64, copy=True)
     dmax = float(torch.diagonal(g).max())
     trace = float(torch.diagonal(g).sum())
-    # G is symmetric, so the row-major copy read column-major is G itself: no transposing copy for LAPACK
-    c, piv, rank, info = lapack.dpstrf(g.numpy().T, lower=0, tol=rtol * dmax if dmax > 0 else 0.0, overwrite_a=1)
+    c, piv, rank, info = lapack.dpstrf(g.numpy().T, lower=1, tol=rtol * dmax if dmax > 0 else 0.0, overwrite_a=1)
     perm = torch.from_numpy(piv.astype(np.int64) - 1)          # LAPACK pivots are 1-based
-    L = torch.from_numpy(c.T).tril_()                           # row-major Uᵀ: G[perm][:, perm] = UᵀU = LLᵀ
-    L[:, rank:] = 0.0
+    U = torch.from_numpy(c.T)[:k].triu_()                       # G[perm][:, perm] = UᵀU; below: G's leftovers
+    U[rank:] = 0.0
     inv = torch.empty_like(perm)
     inv[perm] = torch.arange(n)
-    R = L.index_select(0, inv)[:, :k].T                         # R[:, perm] = U[:k]: columns in original order
-    rows2 = torch.linalg.vector_norm(L[:, :k], dim=0).square()   # ‖U[j]‖², no n × n temporary
+    R = U.diagonal().abs().clone() if diag_only else U.index_select(1, inv)  # R[:, perm] = U: original order
+    rows2 = torch.linalg.vector_norm(U, dim=1).square()          # ‖U[j]‖²
     removed = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(rows2, 0)])
     err2 = (trace - removed).clamp_min(0.0)                     # residual diagonal mass after j pivots
     return perm[:k].clone(), R, err2
@@ -144,11 +154,11 @@ def interpolative(P: torch.Tensor, R: torch.Tensor, k: int) -> torch.Tensor:
     return T
 
 
-def centered(G: torch.Tensor, s1: torch.Tensor, n: int) -> torch.Tensor:
+def centered(G: torch.Tensor, s1: torch.Tensor, n: int, inplace: bool = False) -> torch.Tensor:
     """Gram of the centred columns: ZᵀZ − N μμᵀ (the intercept option), a new float64 matrix (one n × n
-    allocation: the rank-one term is subtracted in place)."""
+    allocation: the rank-one term is subtracted in place), or G itself when ``inplace`` (G float64)."""
     mu = s1.to(G.device, torch.float64) / max(n, 1)
-    return G.to(torch.float64, copy=True).addr_(mu, mu, alpha=-n)
+    return (G if inplace else G.to(torch.float64, copy=True)).addr_(mu, mu, alpha=-n)
 
 
 def block_trace(G: torch.Tensor, size: int) -> torch.Tensor:
@@ -156,6 +166,32 @@ def block_trace(G: torch.Tensor, size: int) -> torch.Tensor:
     U = G.shape[0] // size
     return torch.diagonal(G.reshape(U, size, U, size), dim1=1, dim2=3).sum(-1)
 
+
+
+def unit_output_gram(G: torch.Tensor, W: torch.Tensor, size: int, blocks: int = 8) -> torch.Tensor:
+    """(U, U) Gram of the units' outputs through the consumer W (d, n): Gu[u, v] = Σ_tokens ⟨W_u z_u, W_v z_v⟩
+    = Σ_{i∈u, j∈v} G_ij (WᵀW)_ij, units of ``size`` columns. WᵀW is formed only on the upper block triangle, in
+    ``blocks`` unit-aligned strips, and reduced strip by strip: ≈ (1 + 1/blocks)/2 of its products, no n × n
+    product held."""
+    U = G.shape[0] // size
+    step = -(-U // blocks) if U else 1
+    Gu = torch.zeros(U, U, dtype=G.dtype, device=G.device)
+    for a in range(0, U, step):
+        b, s, e = min(a + step, U), a * size, min(a + step, U) * size
+        strip = (W[:, s:e].T @ W[:, s:]).mul_(G[s:e, s:])
+        Gu[a:b, a:] = strip.reshape(b - a, size, U - a, size).sum((1, 3))
+    return Gu.triu() + Gu.triu(1).T
+
+
+def lower_product_colnorms(A: torch.Tensor, L: torch.Tensor, blocks: int = 8) -> torch.Tensor:
+    """(n,) squared column norms of A L for A (d, n) and a lower-triangular L (n, n), strip by strip: columns
+    a…b of A L are A[:, a:] L[a:, a:b], so ≈ (1 + 1/blocks)/2 of the full product's FLOPs, no d × n product held."""
+    n = L.shape[0]
+    step = -(-n // blocks) if n else 1
+    out = torch.empty(n, dtype=torch.promote_types(A.dtype, L.dtype), device=L.device)
+    for a in range(0, n, step):
+        out[a:a + step] = (A[:, a:] @ L[a:, a:a + step]).square_().sum(0)
+    return out
 
 # ------------------------------------------------------------------ streaming accumulators
 def _gram_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

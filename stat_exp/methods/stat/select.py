@@ -16,25 +16,26 @@ from __future__ import annotations
 import torch
 
 from ...core import allocation as alloc
-from ...core.linalg import block_trace, lstsq_from_gram, pivoted_cholesky
-from ...core.units import unit_columns, unit_sum
+from ...core.linalg import block_trace, lower_product_colnorms, lstsq_from_gram, pivoted_cholesky, unit_output_gram
+from ...core.units import unit_columns
 
 
 def factor(site, G: torch.Tensor, head_space: str, ridge: float, head_quirk: bool = False,
            energy: bool = False) -> dict:
-    """{'perm' (U,), 'err2' (U+1,)} of one site from its float64 Gram ``G``; neurons also 'rdiag' (U,): |R_jj| of
-    the pivoted QR of Z·D in pivot order. ``energy``: also 'energy', ‖Z Wᵀ‖² (a d·n² product: as costly as the
-    pivoting, so only for normalize=layer). ``head_quirk``: heads also 'err2_quirk', the released script's levels,
-    whose kept set at level i is {h : P[h] < i} (the permutation used where its inverse was meant)."""
+    """{'perm' (U,), 'err2' (U+1,)} of one site from its float64 Gram ``G`` (used as scratch: a neuron site's is
+    scaled and factorised in place); neurons also 'rdiag' (U,): |R_jj| of the pivoted QR of Z·D in pivot order.
+    ``energy``: also 'energy', ‖Z Wᵀ‖² (a d·n² product: as costly as the pivoting, so only for normalize=layer).
+    ``head_quirk``: heads also 'err2_quirk', the released script's levels, whose kept set at level i is
+    {h : P[h] < i} (the permutation used where its inverse was meant)."""
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n)
     out = {"energy": float(((W @ G) * W).sum())} if energy else {}
     if site.kind == "ffn":
         D = W.norm(dim=0)  # paper: scale neurons by their output weight norm
-        P, R, err2 = pivoted_cholesky(D[:, None] * G * D[None, :])
-        out["rdiag"] = R[torch.arange(len(P)), P.to(R.device)].abs().cpu()
+        P, rdiag, err2 = pivoted_cholesky(G.mul_(D[:, None]).mul_(D), overwrite=True, diag_only=True)  # in place
+        out["rdiag"] = rdiag.cpu()
     else:
         size = site.cols_per_unit
-        Gu = block_trace(G, size) if head_space == "context" else unit_sum(G * (W.T @ W), size)
+        Gu = block_trace(G, size) if head_space == "context" else unit_output_gram(G, W, size)
         P, _, _ = pivoted_cholesky(Gu)
         err2 = prefix_errors(G, W, P, size, ridge)
         if head_quirk:
@@ -61,7 +62,7 @@ def prefix_errors(G, W, P, size: int, ridge: float) -> torch.Tensor:
     if int(info) != 0:
         return torch.stack([output_error(G, W, P[:k], P[k:], size, ridge) for k in range(len(P) + 1)])
     tail = lambda v: v.reshape(len(P), size).sum(1).flip(0).cumsum(0).flip(0)  # noqa: E731 - Σ over units ≥ k
-    e2 = tail((Wp @ L).square().sum(0)) - lam * tail(Wp.square().sum(0))
+    e2 = tail(lower_product_colnorms(Wp, L)) - lam * tail(Wp.square().sum(0))
     return torch.cat([e2, e2.new_zeros(1)])
 
 

@@ -42,12 +42,12 @@ def pack(G: torch.Tensor) -> torch.Tensor:
     return G.float()[_upper(G.shape[0], G.device)].cpu()
 
 
-def unpack(v: torch.Tensor, blocks: int = 8) -> torch.Tensor:
-    """The symmetric (n, n) fp32 matrix whose upper triangle (rows first) is ``v``: each row's slice copied
-    into place (no n × n mask or second matrix), then the lower triangle filled by ``blocks`` strip transposes
-    and the diagonal blocks' own."""
+def unpack(v: torch.Tensor, blocks: int = 8, dtype=torch.float32) -> torch.Tensor:
+    """The symmetric (n, n) matrix (``dtype``) whose upper triangle (rows first) is ``v``: each row's slice
+    copied into place (no n × n mask or second matrix), then the lower triangle filled by ``blocks`` strip
+    transposes and the diagonal blocks' own."""
     n = int(((8 * v.numel() + 1) ** 0.5 - 1) / 2)
-    G = torch.empty(n, n, dtype=torch.float32, device=v.device)
+    G = torch.empty(n, n, dtype=dtype, device=v.device)
     for i, row in enumerate(torch.split(v, list(range(n, 0, -1)))):
         G[i, i:] = row
     step = -(-n // blocks) if n else 1
@@ -94,14 +94,15 @@ def collect(ctx, cap: Captured, sketch: str, sketch_dim, path: Path | None, max_
         shutil.rmtree(spill, ignore_errors=True)
 
 
-def full(st: dict) -> torch.Tensor:
-    """The site's Gram as a full matrix (``collect`` keeps it packed)."""
+def full(st: dict, dtype=None) -> torch.Tensor:
+    """The site's Gram as a full matrix (``collect`` keeps it packed), in its stored precision or ``dtype``."""
     G = st["G"]
-    return unpack(G) if G.dim() == 1 else G
+    return unpack(G, dtype=dtype or G.dtype) if G.dim() == 1 else G.to(dtype or G.dtype)
 
 
 def gram(st: dict, centre: bool, device) -> torch.Tensor:
-    """The site's Gram as a new float64 matrix on ``device``; centred (ZᵀZ − Nμμᵀ) for the intercept
-    correction."""
-    G = full(st).to(device)
-    return centered(G, st["s1"], st["n"]) if centre else G.to(torch.float64, copy=True)
+    """The site's Gram as a new float64 matrix on ``device`` (unpacked straight into float64); centred
+    (ZᵀZ − Nμμᵀ, in place) for the intercept correction."""
+    G = full(st, torch.float64).to(device)
+    G = G.clone() if G.data_ptr() == st["G"].data_ptr() else G  # an unpacked (full) entry: not the stored one
+    return centered(G, st["s1"], st["n"], inplace=True) if centre else G
