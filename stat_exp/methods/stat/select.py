@@ -55,7 +55,7 @@ def prefix_errors(G, W, P, size: int, ridge: float) -> torch.Tensor:
     diagonal: equal to rounding at the default ridge, tested). Where A is not numerically positive definite, the
     per-k solves of ``output_error``."""
     cols = unit_columns(P.tolist(), size, G.device)
-    Gp, Wp = G[cols][:, cols], W[:, cols]
+    Gp, Wp = G[cols[:, None], cols], W[:, cols]  # one gather of the permuted Gram
     lam = ridge * float(torch.diagonal(Gp).mean().clamp_min(1e-300))
     Gp.diagonal().add_(lam)
     L, info = torch.linalg.cholesky_ex(Gp)
