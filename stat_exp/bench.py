@@ -11,7 +11,8 @@ of the peak at the model's dtype: ``eval`` (one forward of ``batch`` windows), `
 forwards of the calibration tokens plus the Gram products ZᵀZ of every site). Factorisation and fold are
 reported as fractions of the statistics stage. ``layers=N`` builds only N of the shape's layers: every stage
 but the evaluation's LM head is a sum over layers, so a 7B shape's ratios fit a small host. Prints a JSON
-summary last; exit code 0 (a bad argument: one ``error:`` line, exit 2). Not a test: timings vary by machine; run it with nothing else on the machine.
+summary last; exit code 0 (a bad argument: one ``error:`` line, exit 2). Not a test: timings vary by machine;
+run it with nothing else on the machine.
 """
 from __future__ import annotations
 

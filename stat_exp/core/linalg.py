@@ -167,7 +167,6 @@ def block_trace(G: torch.Tensor, size: int) -> torch.Tensor:
     return torch.diagonal(G.reshape(U, size, U, size), dim1=1, dim2=3).sum(-1)
 
 
-
 def unit_output_gram(G: torch.Tensor, W: torch.Tensor, size: int, blocks: int = 8) -> torch.Tensor:
     """(U, U) Gram of the units' outputs through the consumer W (d, n): Gu[u, v] = Σ_tokens ⟨W_u z_u, W_v z_v⟩
     = Σ_{i∈u, j∈v} G_ij (WᵀW)_ij, units of ``size`` columns. WᵀW is formed only on the upper block triangle, in
@@ -192,6 +191,7 @@ def lower_product_colnorms(A: torch.Tensor, L: torch.Tensor, blocks: int = 8) ->
     for a in range(0, n, step):
         out[a:a + step] = (A[:, a:] @ L[a:, a:a + step]).square_().sum(0)
     return out
+
 
 # ------------------------------------------------------------------ streaming accumulators
 def _gram_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
