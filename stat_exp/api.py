@@ -144,8 +144,8 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
     calibration windows with the next-token loss. ``attn_units="query_head"`` prunes single query heads under
     grouped-query attention (a KV head goes when the last query head reading it does).
     """
-    from .engine.surgery import attention_units
-    from .pipeline import calibrate, measure, prune_copy, reference, seed_everything, shared_copy
+    from .engine.surgery import attention_units, shared_copy
+    from .pipeline import calibrate, measure, prune_copy, reference, seed_everything
 
     if not 0 < budget <= 1:
         raise UserError(f"budget={budget} is outside (0, 1]; pass the fraction of layer {budget_kind} to keep")

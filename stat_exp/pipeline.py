@@ -23,7 +23,7 @@ from .engine.card import card_info
 from .engine import quant
 from .engine.placement import on_device
 from .engine.saving import save_pruned
-from .engine.surgery import attention_units
+from .engine.surgery import attention_units, shared_copy
 from .finetune import task_model
 from .latency import Probe
 from .tracking import Tracker, read_rows, summary
@@ -136,14 +136,6 @@ def calibrate(name: str, options: dict, ctx: methods.Context, cap) -> methods.Me
     return method
 
 
-def shared_copy(model):
-    """A copy of ``model``'s modules and config that shares its parameter and buffer tensors: surgery replaces
-    the sliced Linears of the copy with new ones, so a pruned model costs only its own kept weights (peak host
-    memory of a curve ≈ dense + one pruned model). Nothing may modify the copy's tensors in place."""
-    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    return copy.deepcopy(model, memo)
-
-
 def prune_copy(method: methods.Method, model, budget: float):
     """A pruned copy of ``model`` at ``budget`` (the dense model is untouched); returns (model, plan, timings)."""
     t = time.perf_counter()
@@ -156,11 +148,13 @@ def prune_copy(method: methods.Method, model, budget: float):
 def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     """Calibrate ``name`` once on the dense model, then per budget: prune a copy, evaluate, log, save."""
     cls, _ = methods.resolve(name)
+    options = method_options(cfg, name, cls.uses_sketch)
+    samples = methods.resolve(name, options)[1].get("samples")
     ctx = methods.Context(s.model, s.adapter, s.cost, s.device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                           cache_key=s.cache_key, cache_max_bytes=int(float(cfg.paths.get("cache_max_gb", 4)) * 2**30),
-                          labelled=s.task.labelled() if cls.needs_labels else None)
+                          labelled=s.task.labelled(samples) if cls.needs_labels else None)
     t = time.perf_counter()
-    method = calibrate(name, method_options(cfg, name, cls.uses_sketch), ctx, s.cap)
+    method = calibrate(name, options, ctx, s.cap)
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}
     for b in budgets:
         pruned, plan, spent = prune_copy(method, s.model, b)

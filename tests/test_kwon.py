@@ -9,7 +9,7 @@ from stat_exp.adapters import get_adapter
 from stat_exp.engine.capture import capture_inputs
 from stat_exp.core.cost import CostModel, model_flops
 from stat_exp.methods import Context, build
-from stat_exp.methods.kwon import rearrange, search, tuning_system
+from stat_exp.methods.kwon import damped_solve, rearrange, search, tuning_system
 from stat_exp.engine.models import tiny_model
 from stat_exp.errors import UserError
 
@@ -49,14 +49,22 @@ def test_tuning_system_equals_explicit_least_squares():
     g = torch.Generator().manual_seed(2)
     N, n, d, cpu = 50, 12, 5, 3  # 4 units of 3 columns
     Z, T = torch.randn(N, n, generator=g, dtype=torch.float64), torch.randn(N, d, generator=g, dtype=torch.float64)
-    W, b = torch.randn(d, n, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    W = torch.randn(d, n, generator=g, dtype=torch.float64)
     keep = [0, 2, 3]
-    A, r = tuning_system(Z.T @ Z, T.T @ Z, Z.sum(0), T.sum(0), N, W, b, keep, cpu)
     cols = [[u * cpu + c for c in range(cpu)] for u in keep]
-    X = torch.stack([(Z[:, c] @ W[:, c].T).reshape(-1) for c in cols] + [b.repeat(N)], 1)  # (N·d, k+1)
-    assert torch.allclose(A, X.T @ X) and torch.allclose(r, X.T @ T.reshape(-1))
-    x = torch.linalg.solve(A, r)
-    assert torch.allclose(x, torch.linalg.lstsq(X, T.reshape(-1, 1)).solution.squeeze(1))
+    for ones in (False, True):
+        A, r = tuning_system(Z.T @ Z, T.T @ Z, Z.sum(0), T.sum(0), N, W, keep, cpu, ones=ones)
+        X = torch.stack([(Z[:, c] @ W[:, c].T).reshape(-1) for c in cols] + [torch.ones(N * d, dtype=torch.float64)] *
+                        ones, 1)  # (N·d, k [+1])
+        assert torch.allclose(A, X.T @ X) and torch.allclose(r, X.T @ T.reshape(-1))
+        x = torch.linalg.solve(A, r)
+        assert torch.allclose(x, torch.linalg.lstsq(X, T.reshape(-1, 1)).solution.squeeze(1))
+        # damped towards x0 = (1…1, 0): the explicit damped problem [X; I] x = [T; x0] (LSMR's damp = 1)
+        x0 = torch.tensor([1.0] * len(keep) + [0.0] * ones, dtype=torch.float64)
+        big = torch.cat([X, torch.eye(len(x0), dtype=torch.float64)])
+        rhs = torch.cat([T.reshape(-1), x0])
+        want = torch.linalg.lstsq(big, rhs[:, None]).solution.squeeze(1)
+        assert torch.allclose(damped_solve(A, r, len(keep), 1.0), want, atol=1e-9)
 
 
 def _ctx(model, tok, labelled=True):

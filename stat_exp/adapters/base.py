@@ -72,6 +72,13 @@ class Adapter:
     def sites(self, layer: nn.Module) -> dict[str, Site]:  # pragma: no cover - per family
         raise NotImplementedError
 
+    def residual(self, layer: nn.Module, kind: str) -> tuple[nn.Module, str] | None:
+        """Where site ``kind``'s residual input x can be read (a sub-layer computes W z + b + x): (module, "input")
+        when x is that module's input (pre-LN: the norm before the producer), (module, "post") when the
+        module's input is W z + b + x (post-LN: the norm after the consumer); None when the consumer's output
+        is transformed before the residual add (post-sub-layer norms) or the family does not say."""
+        return None
+
     def fixed_flops(self, layer: nn.Module, seqlen: int) -> int:
         """FLOPs per token of the layer's parts that are no site (never pruned; 0 for most families)."""
         return 0

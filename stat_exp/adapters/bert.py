@@ -12,6 +12,9 @@ class BertAdapter(Adapter):
                         cols_per_unit=1),
         }
 
+    def residual(self, layer, kind):
+        return (layer.attention.output.LayerNorm if kind == "attn" else layer.output.LayerNorm), "post"
+
     def resized_attrs(self, layer):
         s = layer.attention.self
         return {"attention.self": {"all_head_size": s.query.out_features,

@@ -12,6 +12,9 @@ class DistilBertAdapter(Adapter):
             "ffn": Site("ffn", [(layer.ffn, "lin1", 1)], (layer.ffn, "lin2"), cols_per_unit=1),
         }
 
+    def residual(self, layer, kind):
+        return (layer.sa_layer_norm if kind == "attn" else layer.output_layer_norm), "post"
+
     def resized_attrs(self, layer):
         a = layer.attention
         return {"attention": {"n_heads": a.q_lin.out_features // a.attention_head_size}}

@@ -29,6 +29,11 @@ class LlamaAdapter(Adapter):
                         (a, "o_proj"), cols_per_unit=g * d, score_rows_per_unit=g * d)
         return {"attn": attn, "ffn": ffn}
 
+    def residual(self, layer, kind):
+        if hasattr(layer, "pre_feedforward_layernorm"):  # Gemma-2/3: sub-layer outputs are normed before the add
+            return None
+        return (layer.input_layernorm if kind == "attn" else layer.post_attention_layernorm), "input"
+
     def split_groups(self, layer):
         a = layer.self_attn
         g = a.num_key_value_groups

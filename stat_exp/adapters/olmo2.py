@@ -12,6 +12,8 @@ class Olmo2Adapter(LlamaAdapter):
         return {"ffn": Site("ffn", [(m, "gate_proj", 1), (m, "up_proj", 1)], (m, "down_proj"), cols_per_unit=1,
                             gated=True)}
 
+    def residual(self, layer, kind):
+        return None  # the FFN's output is normed (post_feedforward_layernorm) before the residual add
 
     def fixed_flops(self, layer, seqlen):
         a = layer.self_attn

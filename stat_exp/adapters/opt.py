@@ -16,6 +16,10 @@ class OPTAdapter(Adapter):
             "ffn": Site("ffn", [(layer, "fc1", 1)], (layer, "fc2"), cols_per_unit=1),
         }
 
+    def residual(self, layer, kind):
+        norm = layer.self_attn_layer_norm if kind == "attn" else layer.final_layer_norm
+        return norm, ("input" if layer.do_layer_norm_before else "post")
+
     def resized_attrs(self, layer):
         a = layer.self_attn
         return {"self_attn": {"num_heads": a.out_proj.in_features // a.head_dim}}

@@ -17,6 +17,9 @@ class Phi3Adapter(Adapter):
             "ffn": Site("ffn", [(m, "gate_up_proj", (1, 1))], (m, "down_proj"), cols_per_unit=1, gated=True),
         }
 
+    def residual(self, layer, kind):
+        return (layer.input_layernorm if kind == "attn" else layer.post_attention_layernorm), "input"
+
     def split_groups(self, layer):
         if layer.self_attn.num_key_value_groups > 1:
             raise UserError("attn_units=query_head: Phi-3's fused qkv_proj under grouped-query attention has no "

@@ -59,6 +59,38 @@ def uniform(curves: list[torch.Tensor], budget: float) -> list[int]:
     return counts
 
 
+def ratio_counts(p: float, n_units: list[int]) -> list[int]:
+    """Units kept per site when the lowest-scored int(p·n) of every site's n are pruned (the released
+    structured rounding of Wanda-sp and magnitude-sp)."""
+    return [n - int(p * n) for n in n_units]
+
+
+def shared_ratio(curves: list[torch.Tensor], budget: float, iters: int = 64) -> tuple[float, list[int]]:
+    """One pruning ratio p for every site: the smallest p whose ``ratio_counts`` fit the budget along each
+    site's order (``curves[i]`` is site i's ``prefix_costs``), found by bisection; kept FLOPs are a step
+    function of p, so this is as close below the budget as the rounding allows. Returns (p, counts)."""
+    n_units = [len(c) - 1 for c in curves]
+
+    def kept(p):
+        return sum(float(c[k]) for c, k in zip(curves, ratio_counts(p, n_units)))
+
+    if kept(0.0) <= budget:
+        return 0.0, list(n_units)
+    lo, hi = 0.0, 1.0  # kept(lo) > budget >= kept(hi) = 0
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if kept(mid) <= budget else (mid, hi)
+    return hi, ratio_counts(hi, n_units)
+
+
+def next_ratio(p: float, n_units: list[int]) -> float:
+    """The smallest ratio above ``p`` that prunes one more unit in some site."""
+    nxt = min((int(p * n) + 1) / n for n in n_units if int(p * n) < n)
+    while any(int(nxt * n) <= int(p * n) for n in n_units if (int(p * n) + 1) / n <= nxt):
+        nxt = float(torch.nextafter(torch.tensor(nxt, dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64)))
+    return nxt
+
+
 def by_score(scores: list[torch.Tensor], costs: list, budget: float, groups: list | None = None,
              group_costs: list | None = None) -> list[list[int]]:
     """Global threshold: drop units in ascending score order until the kept FLOPs fit the budget; a group's

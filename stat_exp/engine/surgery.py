@@ -2,6 +2,8 @@
 with ``saving.finalize`` so the pruned model saves and reloads despite per-layer widths."""
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -10,6 +12,14 @@ from ..adapters.base import Adapter, Site
 from ..core.plan import PrunePlan, SitePlan
 from ..core.units import ATTN_UNITS, producer_rows, unit_columns
 from .remote import GatheredLinear
+
+
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s modules and config that shares its parameter and buffer tensors: surgery replaces
+    the sliced Linears of the copy with new ones, so a pruned model costs only its own kept weights (peak host
+    memory of a curve ≈ dense + one pruned model). Nothing may modify the copy's tensors in place."""
+    memo = {id(t): t for t in (*model.parameters(), *model.buffers())}
+    return copy.deepcopy(model, memo)
 
 
 def slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> nn.Linear:

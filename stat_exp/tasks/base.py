@@ -44,6 +44,19 @@ def sample(pool: Sequence, n: int, seed: int, what: str = "examples", source: st
     return [pool[i] for i in pick.tolist()]
 
 
+def draw(pool: Sequence, n: int | None, seed: int, default: list) -> list:
+    """``n`` items of ``pool`` for a gradient method's labelled sample: ``default`` when n is None, else drawn
+    with ``seed``, without replacement when the pool holds n, with replacement when it holds fewer."""
+    if n is None:
+        return default
+    g = torch.Generator().manual_seed(seed)
+    if n <= len(pool):
+        pick = torch.randperm(len(pool), generator=g)[:n]
+    else:
+        pick = torch.randint(len(pool), (n,), generator=g)
+    return [pool[i] for i in pick.tolist()]
+
+
 class Task(ABC):
     """One task kind. ``cfg`` is the task's YAML as a dict; ``tok`` the model's tokenizer."""
 
@@ -63,8 +76,9 @@ class Task(ABC):
     def calibration(self) -> list[dict]:
         """Model-input batches (input_ids, attention_mask, ...) of the ``calib`` calibration examples."""
 
-    def labelled(self) -> list[dict] | None:
-        """Batches with labels (the task loss) for methods that need gradients; None if the task has none."""
+    def labelled(self, n: int | None = None) -> list[dict] | None:
+        """Batches with labels (the task loss) for methods that need gradients, of ``n`` examples of the task's
+        training data (``draw``; None: the calibration examples); None if the task has none."""
         return None
 
     @property

@@ -19,7 +19,7 @@ import torch
 from ..data import collate
 from ..errors import UserError
 from ..engine.hub import hub_reachable
-from .base import Setting, Task, sample
+from .base import Setting, Task, draw, sample
 
 log = logging.getLogger(__name__)
 DEV_TRAIN_FRACTION = 0.5
@@ -210,6 +210,7 @@ class GlueTask(Task):
         super().__init__(cfg, tok, setting)
         task, n = cfg["glue_task"], int(cfg["max_len"])
         train, _ = load_split(task, "train", setting.data_dir)
+        self.train = train
         self.picked = sample(train, setting.calib, setting.seed, "examples", f"the {task} train split")
         self.parts = {}
         for suffix, part in eval_parts(task).items():
@@ -225,9 +226,9 @@ class GlueTask(Task):
         return batches(self.tok, self.picked, self.setting.calib_batch_size, int(self.cfg["max_len"]), sort=False,
                        labels=False)[0]
 
-    def labelled(self) -> list[dict]:
-        return batches(self.tok, self.picked, int(self.cfg["label_batch_size"]), int(self.cfg["max_len"]),
-                       sort=False)[0]
+    def labelled(self, n: int | None = None) -> list[dict]:
+        ex = draw(self.train, n, self.setting.seed, self.picked)
+        return batches(self.tok, ex, int(self.cfg["label_batch_size"]), int(self.cfg["max_len"]), sort=False)[0]
 
     def evaluate(self, model, device) -> dict:
         task, res = self.cfg["glue_task"], {}

@@ -9,6 +9,7 @@ windows of ``seqlen`` tokens drawn (seeded) from a corpus' train split; labelled
 windows with the next-token loss."""
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -18,6 +19,8 @@ from ..data import CORPORA, corpus_rows, corpus_text, tokenize
 from ..errors import UserError
 from ..progress import progress
 from .base import Setting, Task, sample
+
+log = logging.getLogger(__name__)
 
 MAX_WINDOWS = {"c4": 256}
 
@@ -124,7 +127,12 @@ class LMTask(Task):
     def calibration(self) -> list[dict]:
         return [{"input_ids": x} for x in self.windows.split(self.setting.calib_batch_size)]
 
-    def labelled(self) -> list[dict]:
+    def labelled(self, n: int | None = None) -> list[dict]:
+        """The calibration windows with their next-token labels (a decoder has no released labelled sample:
+        ``n`` does not apply)."""
+        if n is not None:
+            log.info("%s: a language-model task labels its %d calibration windows; the released sample of %d "
+                     "labelled examples applies to GLUE and SQuAD", self.name, len(self.windows), n)
         bs = self.cfg.get("label_batch_size") or self.setting.calib_batch_size
         return [{"input_ids": x, "labels": x} for x in self.windows.split(bs)]
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..data import collate
 from ..errors import UserError
 from ..engine.hub import hub_reachable
-from .base import Setting, Task, sample
+from .base import Setting, Task, draw, sample
 
 FILES = {"v1": "squad/dev-v1.1.json", "v2": "squad/dev-v2.0.reconstructed.json"}
 DEV_TRAIN_ARTICLES = 24   # of 48 (v1.1) / 35 (v2.0)
@@ -226,12 +226,13 @@ class SquadTask(Task):
         self.ex = ex[: cfg["eval_limit"]] if cfg.get("eval_limit") else ex
         self.feats = features(tok, self.ex, n, stride)
         self.bs, self.order = batches(tok, self.feats, int(cfg["eval_batch_size"]))
-        self.picked = sample(split(allex, "train"), setting.calib, setting.seed, "questions",
-                             "the SQuAD training part")
+        self.train = split(allex, "train")
+        self.picked = sample(self.train, setting.calib, setting.seed, "questions", "the SQuAD training part")
 
-    def _first_windows(self, train: bool) -> list[dict]:
-        f = features(self.tok, self.picked, int(self.cfg["max_len"]), int(self.cfg["stride"]), train=train)
-        first = [f["example"].index(j) for j in range(len(self.picked))]
+    def _first_windows(self, train: bool, ex: list | None = None) -> list[dict]:
+        ex = self.picked if ex is None else ex
+        f = features(self.tok, ex, int(self.cfg["max_len"]), int(self.cfg["stride"]), train=train)
+        first = [f["example"].index(j) for j in range(len(ex))]
         if not train:
             return [f["inputs"][i] for i in first]
         return [{**f["inputs"][i], "start_positions": f["start"][i], "end_positions": f["end"][i]} for i in first]
@@ -247,8 +248,9 @@ class SquadTask(Task):
     def calibration(self) -> list[dict]:
         return self._batched(self._first_windows(False), self.setting.calib_batch_size)
 
-    def labelled(self) -> list[dict]:
-        return self._batched(self._first_windows(True), int(self.cfg["label_batch_size"]))
+    def labelled(self, n: int | None = None) -> list[dict]:
+        ex = draw(self.train, n, self.setting.seed, self.picked)
+        return self._batched(self._first_windows(True, ex), int(self.cfg["label_batch_size"]))
 
     def evaluate(self, model, device) -> dict:
         c = self.cfg
