@@ -5,10 +5,11 @@ folder and regenerate its figures:
   calib, flops_ratio, params_ratio, metric, value);
 - ``table.md``: per task, the headline metric by method × budget, mean ± std over seeds (achieved FLOPs);
 - ``curve.png`` (one task) or ``curve_<task>.png``: one line per method, error bars over seeds;
-- ``by_<key>.png`` with ``--by calib``: the metric against that column, one line per method and budget.
+- ``by_<key>.png`` with ``--by calib``: the metric against that column, one line per method and budget;
+- ``best.md`` with ``--best-of attn_units``: each method at its better value of that column per budget.
 
     python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [--metric auto|ppl_wikitext2|...] [--by calib]
-                              [--pool calib,...] [--methods stat,kwon,flap]
+                              [--pool calib,...] [--methods stat,kwon,flap] [--best-of attn_units]
 
 Runs with different protocols (calib, seqlen, windows, eval split...) are split, never averaged, unless pooled.
 
@@ -121,6 +122,41 @@ def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | list[
     return "\n".join(parts)
 
 
+def best_of(rows: list[dict], metric: str, key: str) -> str:
+    """Markdown: per task, each method at its better ``key`` value per budget (e.g. ``attn_units``: the better unit
+    granularity), the seed mean compared (perplexity: lowest; other metrics: highest); the winning value in
+    brackets with the achieved FLOPs, so a comparison shows every baseline at its best."""
+    parts = []
+    for task in dict.fromkeys(r.get("task") for r in rows):
+        rt = [r for r in rows if r.get("task") == task]
+        m = _headline(rt[0], metric)
+        f, lower = _fmt(m), m.startswith("ppl")
+        budgets = sorted({r["budget"] for r in rt if r["method"] != "dense"}, reverse=True)
+        lines = [f"### {task}: {m}, each method at its better {key}\n",
+                 "| method | " + " | ".join(f"{b:g}" for b in budgets) + " |", "|" + "---|" * (len(budgets) + 1)]
+        dense = [r[m] for r in rt if r["method"] == "dense" and r.get(m) is not None]
+        if dense:
+            lines.append("| dense | " + " | ".join(f.format(statistics.fmean(dense)) for _ in budgets) + " |")
+        for meth in dict.fromkeys(r["method"] for r in rt if r["method"] != "dense"):
+            cells = []
+            for b in budgets:
+                opts = {}
+                for r in rt:
+                    if r["method"] == meth and r["budget"] == b and r.get(m) is not None:
+                        opts.setdefault(r.get(key), []).append(r)
+                if not opts:
+                    cells.append("")
+                    continue
+                pick = (min if lower else max)(opts, key=lambda v: statistics.fmean(r[m] for r in opts[v]))
+                rs = opts[pick]
+                cells.append(f"{f.format(statistics.fmean(r[m] for r in rs))} ({pick}, "
+                             f"{statistics.fmean(r['flops_ratio'] for r in rs):.3f})")
+            lines.append(f"| {meth} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines) + f"\n\n{m} (mean over seeds) at each budget for the {key} that scores "
+                     "better; its value and the achieved fraction of prunable FLOPs kept in brackets.\n")
+    return "\n".join(parts)
+
+
 def plot(path: Path, rows: list[dict], metric: str) -> None:
     """One line per method: mean metric vs mean FLOPs kept per budget, error bars = std over seeds."""
     m = _headline(rows[0], metric)
@@ -164,6 +200,8 @@ def main(argv=None) -> None:
     ap.add_argument("--by", default=None, help="also plot the metric against this column (e.g. calib): by_<col>.png")
     ap.add_argument("--pool", default="", help="comma-separated protocol keys to average over instead of splitting")
     ap.add_argument("--methods", default=None, help="comma-separated methods to keep (dense is always kept)")
+    ap.add_argument("--best-of", default=None, help="also write best.md: each method at its better value of this "
+                    "column per budget (e.g. attn_units)")
     a = ap.parse_args(argv)
     rows = collect(a.runs)
     if a.methods:
@@ -188,6 +226,8 @@ def main(argv=None) -> None:
              a.metric)
     if a.by:
         _plot_by(out, rows, a.metric, a.by)
+    if a.best_of:
+        (out / "best.md").write_text(best_of(rows, a.metric, a.best_of))
     print((out / "table.md").read_text())
 
 

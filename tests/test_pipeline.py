@@ -167,6 +167,22 @@ def test_report_by_column_keeps_one_dense_row():
     assert md.count("| dense |") == 1 and "| stat calib=8 | 30.00 (0.500) |" in md and "| stat calib=16 | 20.00" in md
 
 
+def test_report_best_of_picks_each_methods_better_granularity_per_budget():
+    """best.md shows a method at its better attn_units per budget (lowest perplexity; highest accuracy), seeds
+    averaged before comparing."""
+    from stat_exp.report import best_of
+
+    rows = [{"task": "t", "method": "dense", "budget": 1.0, "seed": 0, "flops_ratio": 1.0, "ppl_x": 10.0}]
+    for units, b, seed, v in (("kv_group", 0.5, 0, 30.0), ("kv_group", 0.5, 1, 34.0), ("query_head", 0.5, 0, 33.0),
+                              ("kv_group", 0.8, 0, 15.0), ("query_head", 0.8, 0, 12.0)):
+        rows.append({"task": "t", "method": "flap", "budget": b, "attn_units": units, "seed": seed,
+                     "flops_ratio": b, "ppl_x": v})
+    md = best_of(rows, "ppl_x", "attn_units")
+    assert "| flap | 12.00 (query_head, 0.800) | 32.00 (kv_group, 0.500) |" in md and "| dense | 10.00 | 10.00 |" in md
+    acc = best_of([{**r, "accuracy_x": r["ppl_x"]} for r in rows], "accuracy_x", "attn_units")  # higher wins
+    assert "| flap | 15.0000 (kv_group, 0.800) | 33.0000 (query_head, 0.500) |" in acc
+
+
 def test_rows_log_the_constrained_quantity(tmp_path):
     """A params budget is checked and logged as the layers' parameter ratio (``achieved``), not FLOPs."""
     rows = run_experiment(_cfg(tmp_path, "budget_kind=params", "baselines=[flap]", "budget=[0.6]"))
