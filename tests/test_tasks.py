@@ -216,6 +216,32 @@ def test_squad_end_to_end_tiny(tmp_path, model):
         assert r["eval_questions"] == 40 and r["eval_split"] == "dev-heldout"
 
 
+def test_labelled_sample_draws_the_released_count_with_replacement_when_short(tmp_path):
+    """Kwon's labelled sample: n examples of the train split, without replacement when it holds n, with
+    replacement when it holds fewer (RTE: 2 490); None gives the calibration examples."""
+    need_data("glue/RTE/train.tsv")
+    from stat_exp.pipeline import build_task
+
+    task = build_task(_cfg(tmp_path, "tiny_bert", "rte"))
+    count = lambda bs: sum(len(b["input_ids"]) for b in bs)  # noqa: E731
+    assert count(task.labelled()) == 8 and count(task.labelled(100)) == 100
+    assert torch.equal(task.labelled(100)[0]["input_ids"], task.labelled(100)[0]["input_ids"])  # seeded
+    many = task.labelled(3000)
+    assert count(many) == 3000
+    seqs = {tuple(r[m.bool()].tolist()) for b in many for r, m in zip(b["input_ids"], b["attention_mask"])}
+    assert len(seqs) < 2490  # drawn with replacement: repeats, and at most the split's distinct examples
+
+
+def test_kwon_end_to_end_on_glue_records_its_sample(tmp_path):
+    need_data("glue/RTE/train.tsv")
+    cfg = _cfg(tmp_path, "tiny_bert", "rte", "method=kwon", "method.options.samples=300", "budget=[0.6]",
+               "task.finetune.epochs=1")
+    rows = run_experiment(cfg)
+    kwon = [r for r in rows if r["method"] == "kwon"][0]
+    assert kwon["kwon_samples"] == 300 and kwon["tuned_sites"] >= 1
+    assert 0.6 - 0.1 <= kwon["flops_ratio"] <= 0.6 + 1e-9 and 0 <= kwon["accuracy_rte"] <= 1
+
+
 def test_glue_calib_larger_than_train_is_one_line(tmp_path):
     need_data("glue/RTE/train.tsv")
     cfg = _cfg(tmp_path, "tiny_bert", "rte", "calib=100000", "task.finetune.epochs=1")

@@ -219,9 +219,13 @@ class Kwon(Method):
             for n, p in model.named_parameters():
                 p.requires_grad_(req[n])
             model.to("cpu")
+        self.samples = sum(len(b["input_ids"]) for b in ctx.labelled)
         self.G = [torch.stack([g[i] for g in grads]) for i in range(len(masks))]  # per site (batches, n)
         self.importance = [g.square().sum(0) for g in self.G]
         self.timings["fisher_s"] = time.perf_counter() - t
+
+    def row_info(self) -> dict:
+        return {"kwon_samples": self.samples, "tuned_sites": self.tuned}
 
     # ------------------------------------------------------------ steps 2-3
     def masks(self, budget: float, rearranged: bool = True) -> list[list[int]]:
@@ -241,6 +245,7 @@ class Kwon(Method):
             t = time.perf_counter()
             scales = self._tune(keeps, self.masks(math.sqrt(budget), rearranged=False))
             self.timings["tune_s"] = time.perf_counter() - t
+        self.tuned = sum(s is not None for s in scales)
         plan = self.new_plan(keeps, budget=budget)
         for i, (li, kind) in enumerate(self.ctx.site_keys):
             if scales[i] is not None:
