@@ -7,4 +7,6 @@ set -euo pipefail
 OUT=${OUT:-outputs/minilm_glue_baselines_released}
 python run.py -m experiment=cmp_glue task=${TASKS:-sst2,mrpc,stsb,qnli} baselines=[kwon,flap,magnitude] \
   latency.enabled=false logger=none hydra.sweep.dir="$OUT" "$@"
-python -m stat_exp.report results/minilm_glue_baselines_released "$OUT" --metric auto
+R=results/minilm_glue_baselines_released
+for d in "$OUT"/*/; do j=$(basename "$d"); mkdir -p "$R/runs/${j%%_*}"; cp "$d/results.jsonl" "$R/runs/${j%%_*}/"; done
+python -m stat_exp.report $R $R/runs --metric auto

@@ -248,3 +248,13 @@ def test_kwon_residual_target_absorbs_a_planted_upstream_drift(monkeypatch):
         m.prune(pruned, budget)
         errors[target] = _ln_input_error(model, pruned, teacher, ctx)
     assert errors["released"] < 0.95 * errors["old"], errors  # 1.757 vs 2.000
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.3, 1 / 3, 0.5, 0.74])
+def test_next_ratio_is_the_next_step_of_the_rounding(p):
+    """The smallest ratio above p that prunes one more unit somewhere: every ratio strictly between keeps p's counts."""
+    n = [3, 7, 10, 12]
+    nxt = allocation.next_ratio(p, n)
+    assert nxt > p and allocation.ratio_counts(nxt, n) != allocation.ratio_counts(p, n)
+    for t in torch.linspace(p, nxt, 50)[1:-1].tolist():
+        assert allocation.ratio_counts(t, n) == allocation.ratio_counts(p, n)
