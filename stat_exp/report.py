@@ -157,14 +157,16 @@ def best_of(rows: list[dict], metric: str, key: str) -> str:
     return "\n".join(parts)
 
 
-def plot(path: Path, rows: list[dict], metric: str) -> None:
-    """One line per method: mean metric vs mean FLOPs kept per budget, error bars = std over seeds."""
-    m = _headline(rows[0], metric)
+def plot(path: Path, rows: list[dict], metric: str, by: list[str] | None = None) -> None:
+    """One line per method (and per value of the ``by`` keys, as in the table): mean metric vs mean FLOPs kept
+    per budget, error bars = std over seeds."""
+    m, by = _headline(rows[0], metric), list(by or [])
     lines = {}
-    for meth in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
+    for meth in dict.fromkeys(_label(r, by) for r in rows if r["method"] != "dense"):
         xs, ys, es = [], [], []
-        for b in sorted({r["budget"] for r in rows if r["method"] == meth}):
-            rs = [r for r in rows if r["method"] == meth and r["budget"] == b and r.get(m) is not None]
+        mine = [r for r in rows if r["method"] != "dense" and _label(r, by) == meth]
+        for b in sorted({r["budget"] for r in mine}):
+            rs = [r for r in mine if r["budget"] == b and r.get(m) is not None]
             if rs:
                 mu, sd = _stats([r[m] for r in rs])
                 xs.append(statistics.fmean(r["flops_ratio"] for r in rs))
@@ -223,7 +225,7 @@ def main(argv=None) -> None:
     tasks = list(dict.fromkeys(r.get("task") for r in rows))
     for t in tasks:
         plot(out / ("curve.png" if len(tasks) == 1 else f"curve_{t}.png"), [r for r in rows if r.get("task") == t],
-             a.metric)
+             a.metric, split)
     if a.by:
         _plot_by(out, rows, a.metric, a.by)
     if a.best_of:

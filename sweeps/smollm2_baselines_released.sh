@@ -8,4 +8,4 @@ python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] bas
   eval_windows=10 logger=none hydra.sweep.dir="$OUT" "$@"
 R=results/smollm2_wikitext2_baselines_released
 for u in kv_group query_head; do mkdir -p $R/runs/$u; cp "$OUT"/*attn_units=$u*/results.jsonl $R/runs/$u/; done
-python -m stat_exp.report $R $R/runs --metric ppl_wikitext2 --by attn_units --best-of attn_units
+python -m stat_exp.report $R $R/runs --metric ppl_wikitext2 --best-of attn_units

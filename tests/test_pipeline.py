@@ -183,6 +183,21 @@ def test_report_best_of_picks_each_methods_better_granularity_per_budget():
     assert "| flap | 15.0000 (kv_group, 0.800) | 33.0000 (query_head, 0.500) |" in acc
 
 
+def test_report_figure_splits_lines_as_the_table_does(monkeypatch):
+    """A protocol key that splits the table (attn_units) splits the figure's lines too: two granularities are
+    never averaged into one line with their spread drawn as seed error bars."""
+    from stat_exp import report
+
+    got = {}
+    monkeypatch.setattr(report, "plot_lines", lambda path, lines, *a, **k: got.update(lines))
+    rows = [{"task": "t", "method": "dense", "budget": 1.0, "seed": 0, "flops_ratio": 1.0, "ppl_x": 10.0}]
+    rows += [{"task": "t", "method": "flap", "budget": 0.5, "attn_units": u, "seed": 0, "flops_ratio": 0.5,
+              "ppl_x": v} for u, v in (("kv_group", 30.0), ("query_head", 20.0))]
+    report.plot(None, rows, "ppl_x", ["attn_units"])
+    assert got == {"flap attn_units=kv_group": ([0.5], [30.0], [0.0]),
+                   "flap attn_units=query_head": ([0.5], [20.0], [0.0])}
+
+
 def test_rows_log_the_constrained_quantity(tmp_path):
     """A params budget is checked and logged as the layers' parameter ratio (``achieved``), not FLOPs."""
     rows = run_experiment(_cfg(tmp_path, "budget_kind=params", "baselines=[flap]", "budget=[0.6]"))

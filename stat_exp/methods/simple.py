@@ -88,13 +88,13 @@ class WandaSP(_Scored):
 
     name = "wanda_sp"
 
-    def calibrate(self, ctx, cap) -> None:
-        super().calibrate(ctx, cap)
-        self.cap = cap
-
     def __init__(self, sequential: bool = True, **options):
         super().__init__(sequential=sequential, **options)
         self.sequential = sequential
+
+    def calibrate(self, ctx, cap) -> None:
+        super().calibrate(ctx, cap)
+        self.cap = cap  # the sequential pass walks the calibration inputs again
 
     def site_score(self, site, stats, kind):
         W = site.consumer_linear.weight.detach().double()
