@@ -168,7 +168,7 @@ def analyze(cfg: DictConfig) -> dict:
     def ctx(name):
         cls, _ = methods.resolve(name)
         return methods.Context(model, adapter, cost, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
-                               cache_key=cache_key(cfg, model_cfg, task),
+                               cache_key=cache_key(cfg, model_cfg, task, device),
                                labelled=task.labelled() if cls.needs_labels else None)
 
     def calibrated(name):

@@ -4,16 +4,19 @@ budget: plan and slice, evaluate, check the budget, log a row → curve. It read
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from . import methods, tasks
+from . import cache, files, methods, tasks
 from .adapters import adapter_for
 from .config import command_line, method_options, output_dir, sweep_group, validate
 from .core.cost import CostModel, count_params, model_flops
@@ -21,8 +24,8 @@ from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer, resolve_dtype
 from .engine.card import card_info
 from .engine import quant
-from .engine.placement import on_device
-from .engine.saving import save_pruned
+from .engine.placement import compute_dtype, on_device
+from .engine.saving import save_pruned, saved
 from .engine.surgery import attention_units, shared_copy
 from .finetune import task_model
 from .latency import Probe
@@ -48,10 +51,40 @@ def build_task(cfg) -> tasks.Task:
     return tasks.build(OmegaConf.to_container(cfg.task, resolve=True), load_tokenizer(cfg.model), setting)
 
 
-def cache_key(cfg, model_cfg, task: tasks.Task) -> dict:
-    """What a run's calibration statistics depend on (the key of the statistics cache)."""
+def cache_key(cfg, model_cfg, task: tasks.Task, device) -> dict:
+    """What a run's calibration statistics depend on (the key of the statistics cache): the model, the
+    calibration data, and where and in which precision they were computed (a GPU's TF32 products and a CPU's
+    fp32 ones are not the same statistics)."""
+    dtype = resolve_dtype(cfg.model)
     return {"model": str(model_cfg.id), "tiny": str(cfg.model.get("tiny")), "data": task.calib_source,
-            "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": resolve_dtype(cfg.model)}
+            "calib": cfg.calib, "seqlen": task.cost_seqlen, "seed": cfg.seed, "dtype": dtype,
+            "device": torch.device(device).type, "compute_dtype": str(compute_dtype(getattr(torch, dtype), device)),
+            "matmul_precision": torch.get_float32_matmul_precision()}
+
+
+def dense_key(cfg, model_cfg, device) -> dict:
+    """What the dense row's scores depend on: the model, the task and its evaluation protocol, the precision
+    (not the calibration: every job of ``-m calib=…`` shares it)."""
+    model = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    return {"model": model, "task": OmegaConf.to_container(
+                cfg.task, resolve=True), "seqlen": cfg.seqlen, "eval_windows": cfg.eval_windows,
+            "eval_batch_size": cfg.eval_batch_size, "eval_bos": str(cfg.get("eval_bos", "auto")),
+            "dtype": resolve_dtype(cfg.model), "quant": quant_bits(cfg), "device": torch.device(device).type,
+            "data_dir": str(Path(cfg.paths.data_dir).resolve()), "v": 1}
+
+
+def dense_scores(cfg, key: dict, score) -> dict:
+    """``score()`` (the dense model's metrics), from the cache when another job already evaluated the same
+    model, task and protocol (``cache.fetch``: concurrent jobs wait for the first); computed when the run
+    has no cache directory."""
+    if not cfg.paths.get("cache_dir"):
+        return score()
+    h = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = Path(cfg.paths.cache_dir) / f"dense-{h}.json"
+    entry = cache.fetch(path, lambda: {"key": key, "scores": score()},
+                        lambda obj, tmp: tmp.write_text(json.dumps(obj, default=str)),
+                        lambda p: json.loads(p.read_text()))
+    return entry["scores"]
 
 
 def reference(adapter, model, cost: CostModel) -> dict:
@@ -82,9 +115,13 @@ class Rows:
         self.dense = reference(adapter, model, cost)
         self.logged: list[dict] = []
 
-    def log(self, method: str, budget: float, model, extra: dict) -> dict:
-        r = {**self.base, **measure(self.adapter, model, self.cost, self.dense, method, budget), **extra,
-             **self.probe.fields(model)}
+    def build(self, method: str, budget: float, model, extra: dict) -> dict:
+        """The row of ``model`` (checked against its budget), not yet logged."""
+        return {**self.base, **measure(self.adapter, model, self.cost, self.dense, method, budget), **extra,
+                **self.probe.fields(model)}
+
+    def log(self, method: str, budget: float, model, extra: dict, row: dict | None = None) -> dict:
+        r = row if row is not None else self.build(method, budget, model, extra)
         self.tracker.log(r)
         self.logged.append(r)
         m = self.base["metric"]
@@ -160,23 +197,38 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
         pruned, plan, spent = prune_copy(method, s.model, b)
         pruned, qinfo = quantized(pruned, s.adapter, quant_bits(cfg), copy_first=False)
         scores = evaluate(s.task, pruned, s.adapter, s.device)
-        row = s.rows.log(name, b, pruned, {**scores, **timings, **spent, **method.row_info(), **qinfo})
-        if cfg.save_model:
+        row = s.rows.build(name, b, pruned, {**scores, **timings, **spent, **method.row_info(), **qinfo})
+        if cfg.save_model:  # saved before the row is logged: a logged row always has its model
             dense = next((r for r in read_rows(out / "results.jsonl") if r["method"] == "dense"), {})
             pruned.stat_scores = scores
             pruned.stat_card = card_info(
                 s.model, pruned, s.adapter, row, method=name, options=dict(method.options), calib=cfg.calib,
                 calib_data=row["calib_data"], seqlen=row["seqlen"], base_model=cfg.model.get("hub_id") or cfg.model.id,
                 model=cfg.model.name, command=command_line(), dense_scores={k: dense.get(k) for k in scores})
-            save_pruned(out / f"pruned_{name}_{b:g}", pruned, s.tok, plan)
+            save_pruned(saved_dir(out, name, b), pruned, s.tok, plan)
+        s.rows.log(name, b, pruned, {}, row=row)
         del pruned
+
+
+def saved_dir(out: Path, method: str, budget: float) -> Path:
+    return out / f"pruned_{method}_{budget:g}"
+
+
+def finished(cfg, out: Path) -> set:
+    """(method, budget) of the rows already in ``out``; with ``save_model``, only those whose model was saved
+    completely (a row whose save is missing is redone)."""
+    done = {(r["method"], r["budget"]) for r in read_rows(out / "results.jsonl")}
+    if cfg.save_model:
+        done = {(m, b) for m, b in done if m == "dense" or saved(saved_dir(out, m, b))}
+    return done
 
 
 def run_experiment(cfg: DictConfig) -> list[dict]:
     """Run one configured experiment; returns the rows it logged (rows already on disk are skipped)."""
     spec = validate(cfg)
     out = output_dir(cfg)
-    done = {(r["method"], r["budget"]) for r in read_rows(out / "results.jsonl")}
+    files.sweep(out)  # partial saves of a killed run
+    done = finished(cfg, out)
     todo = [(m, b) for m in spec["methods"] for b in spec["budgets"] if (m, b) not in done]
     if not todo and (("dense", 1.0) in done or not cfg.dense):
         log.info("all rows already in %s; nothing to do", out / "results.jsonl")
@@ -206,15 +258,19 @@ def run_experiment(cfg: DictConfig) -> list[dict]:
                                                                 device))
         if ("dense", 1.0) not in done and cfg.dense:
             dense, qinfo = quantized(model, adapter, bits, copy_first=True)
-            rows.log("dense", 1.0, dense, {**evaluate(task, dense, adapter, device), **timings, **qinfo})
+            scores = dense_scores(cfg, dense_key(cfg, model_cfg, device), lambda: evaluate(task, dense, adapter, device))
+            rows.log("dense", 1.0, dense, {**scores, **timings, **qinfo})
             del dense
         t = time.perf_counter()
         cap = capture_inputs(model, adapter, calibration, device) if todo else None
-        key = cache_key(cfg, model_cfg, task)
+        key = cache_key(cfg, model_cfg, task, device)
         shared = Shared(model, tok, adapter, task, cost, cap, rows, device, key, {"capture_s": time.perf_counter() - t})
-        for name in spec["methods"]:
-            budgets = [b for b in spec["budgets"] if (name, b) not in done]
-            if budgets:
-                run_method(cfg, name, budgets, shared, out)
+        try:
+            for name in spec["methods"]:
+                budgets = [b for b in spec["budgets"] if (name, b) not in done]
+                if budgets:
+                    run_method(cfg, name, budgets, shared, out)
+        finally:
+            cache.release_all()  # this run's entries may be evicted by others again
     print(summary(out), flush=True)
     return rows.logged

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from . import files
+
 log = logging.getLogger(__name__)
 
 
@@ -66,10 +68,11 @@ class Tracker:
             self.run = _wandb_init(wandb_cfg, config, self.out, name, group)
 
     def log(self, row: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """Append ``row`` atomically (the file rewritten beside and renamed: a kill leaves the old rows or the
+        new ones); a row of the same method and budget already there (one whose save was redone) is replaced."""
+        same = lambda r: (r.get("method"), r.get("budget")) == (row.get("method"), row.get("budget"))  # noqa: E731
+        kept = [json.dumps(r) for r in read_rows(self.path) if not same(r)]
+        files.write_text_atomic(self.path, "".join(line + "\n" for line in [*kept, json.dumps(row)]))
         if self.run is not None:  # strings too (method, task), so W&B's own charts can group by them
             self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float, str))})
 

@@ -1,4 +1,5 @@
 """Every config composes; the user's literal commands work; bad input gives one line and exit != 0."""
+import json
 import subprocess
 import sys
 
@@ -108,6 +109,39 @@ def test_slurm_submission_with_fake_sbatch_srun(tmp_path):
     assert len(jobs) == 2
     for j in jobs:
         assert (tmp_path / "sweep" / j / "results.jsonl").read_text().count('"method"') == 2  # dense + stat
+
+
+def test_slurm_launcher_config_failed_and_preempted_jobs_then_rerun_completes(tmp_path):
+    """``hydra/launcher=slurm``: the sbatch script asks for a GPU, CPUs, memory and a time limit, and submitit
+    requeues on time-out. Of a 3-job array one job FAILS and one is PREEMPTED (fake sacct): the sweep reports
+    the failure; the rerun of the same command completes the two jobs and leaves the finished one's rows as
+    they were (not redone)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import os
+
+    from conftest import need_data
+
+    need_data("wikitext2/wiki.test.raw", "c4/c4-train.00000-of-01024.first1041.jsonl")
+    env = dict(os.environ, PATH=f"{ROOT / 'tests' / 'fake_slurm'}:{os.environ['PATH']}",
+               FAKE_SLURM_LOG=str(tmp_path / "slurm.log"))
+    cmd = [sys.executable, "run.py", "-m", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "model=tiny_llama",
+           "debug=fast", "budget=0.5", "calib=2,3,4", f"hydra.sweep.dir={tmp_path}/sweep", f"paths.cache_dir={tmp_path}/c"]
+    r = subprocess.run(cmd, cwd=ROOT, env=dict(env, FAKE_SLURM_OUTCOME="1:FAILED,2:PREEMPTED"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode != 0 and ("FAILED" in r.stderr or "PREEMPTED" in r.stderr), r.stderr[-3000:]
+    log = (tmp_path / "slurm.log").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --mem=64GB", "#SBATCH --time=240", "#SBATCH --signal=USR2@120", "#SBATCH --array=0-2"):
+        assert line in log, line
+    jobs = lambda: sorted(p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))  # noqa
+    done = [j for j in jobs() if (j / "results.jsonl").exists()]
+    assert [j.name for j in done] == ["0_budget=0.5,calib=2,debug=fast,model=tiny_llama"]
+    first = (done[0] / "results.jsonl").read_bytes()
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(jobs()) == 3 and (done[0] / "results.jsonl").read_bytes() == first
+    for j in jobs():
+        assert [x["method"] for x in map(json.loads, (j / "results.jsonl").read_text().splitlines())] == ["dense", "stat"]
 
 
 def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):

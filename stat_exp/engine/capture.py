@@ -23,6 +23,7 @@ from torch import nn
 from ..progress import progress
 
 from ..adapters.base import Adapter
+from ..errors import UserError
 from .placement import borrowed, borrowed_outside, compute_dtype, storage_dtype
 
 
@@ -277,7 +278,7 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
                 with hooks() as hs:
                     for kind, site in adapter.sites(layer).items():
                         stats[kind] = make_stats(kind)
-                        hs.append(site.consumer_linear.register_forward_pre_hook(_feeder(stats[kind], run)))
+                        hs.append(site.consumer_linear.register_forward_pre_hook(_feeder(stats[kind], run, kind)))
                     run.all(first)
             if visit is not None:
                 visit(li, layer, stats, run)
@@ -286,12 +287,26 @@ def walk(model: nn.Module, adapter: Adapter, cap: Captured | dict[str, Captured]
     return all_stats, (streams if isinstance(cap, dict) else streams["main"])
 
 
-def _feeder(acc, run: LayerRun):
+def _feeder(acc, run: LayerRun, kind: str = "site"):
     """Forward pre-hook: the consumer's input, minus padding, to ``acc`` (with per-sequence lengths when the
-    accumulator works sequence by sequence, ``acc.per_sequence``)."""
-    if getattr(acc, "per_sequence", False):
-        return lambda _m, args: acc.add(run.tokens(args[0]), run.lengths())
-    return lambda _m, args: acc.add(run.tokens(args[0]))
+    accumulator works sequence by sequence, ``acc.per_sequence``), after ``check_finite``."""
+    def feed(_m, args):
+        z = run.tokens(args[0])
+        check_finite(z, run.index, kind)
+        if getattr(acc, "per_sequence", False):
+            acc.add(z, run.lengths())
+        else:
+            acc.add(z)
+    return feed
+
+
+def check_finite(z: torch.Tensor, layer: int, kind: str) -> None:
+    """Stop, naming the layer and site, when activations hold NaN or Inf (they would poison every statistic)."""
+    if not bool(torch.isfinite(z).all()):
+        hint = ("fp16 overflows: load the model with model.dtype=bfloat16 or float32" if z.dtype == torch.float16
+                else "a broken checkpoint or an overflow upstream: check the dense model's outputs")
+        raise UserError(f"NaN/Inf in the calibration activations at layer {layer}, site '{kind}' (the consumer's "
+                        f"input): {hint}")
 
 
 def real_tokens(z: torch.Tensor, cap: Captured, batch: int) -> torch.Tensor:

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from torch import nn
 
 from ..adapters import ADAPTERS, get_adapter
+from .. import files
 from ..adapters.base import Adapter
 from . import remote
 from .card import model_card
@@ -157,6 +159,11 @@ def register_auto_classes() -> None:
                     pass
 
 
+def saved(d: Path) -> bool:
+    """Whether ``d`` holds a complete save (``save_pruned`` renames it into place only then)."""
+    return (Path(d) / "plan.json").exists() and (Path(d) / "config.json").exists()
+
+
 def quant_map(model: nn.Module) -> dict:
     """optimum-quanto's map of quantized modules (empty for a model without any)."""
     if not any(type(m).__module__.startswith("optimum.quanto") for m in model.modules()):
@@ -168,9 +175,17 @@ def quant_map(model: nn.Module) -> dict:
 
 def save_pruned(d: Path, model: nn.Module, tok, plan) -> None:
     """``save_pretrained`` of a pruned model (with its model card) and its tokenizer into ``d``, with its plan
-    as plan.json."""
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    (Path(d) / "plan.json").write_text(json.dumps(plan.to_json()))
+    as plan.json: written into a hidden temporary directory beside ``d`` (``.<name>.<host>-<pid>.tmp``) and
+    renamed into place when complete, so a kill mid-save leaves no directory that looks like a model."""
+    d = Path(d)
+    tmp = files.temp_path(d, hidden=True)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "plan.json").write_text(json.dumps(plan.to_json()))
+        files.replace_dir(tmp, d)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     log.info("saved %s (reload: AutoModel….from_pretrained(dir, trust_remote_code=True), "
              "or natively after `import stat_exp; stat_exp.register()`)", d)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ... import cache
+from ... import cache, files
 from ...core.linalg import centered, make_accumulator
 from ...engine.capture import Captured, walk
 
@@ -66,14 +66,32 @@ def site_stat(acc) -> dict:
 
 def collect(ctx, cap: Captured, sketch: str, sketch_dim, path: Path | None, max_bytes: int | None = None) -> list:
     """Per layer {kind: {'G' (packed upper triangle, fp32, host), 's1', 'n', 'resid'}}: from ``path`` when
-    cached, else one walk (and stored there, evicting least-recently-used entries beyond ``max_bytes``)."""
-    if path is not None and path.exists():
-        log.info("STAT statistics from cache %s", path)
-        return cache.load(path)
+    cached, else one walk (and stored there, evicting least-recently-used entries beyond ``max_bytes``). A
+    second job asking for the same entry while one computes it waits and reads it (``cache.fetch``)."""
+    if path is None:
+        return _walk(ctx, cap, sketch, sketch_dim, None)
+    spill: list[Path] = []
+
+    def compute():
+        log.info("STAT statistics: computing (one walk) into %s", path)
+        return _walk(ctx, cap, sketch, sketch_dim, path.parent, spill)
+
+    def save(packed, tmp):
+        torch.save(packed, tmp)
+        files.write_text_atomic(path.with_suffix(".json"), json.dumps(ctx.cache_key, sort_keys=True))
+
+    try:
+        return cache.fetch(path, compute, save, cache.load, max_bytes)
+    finally:
+        for d in spill:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _walk(ctx, cap: Captured, sketch: str, sketch_dim, spill_parent: Path | None, keep: list | None = None) -> list:
+    """One walk; each layer's statistics packed into a spill file (``stat-spill-<host>-<pid>-*``, removed by
+    the caller, or at once when ``keep`` is None: a mapping outlives its file's name) and mapped from there."""
     packed: list = []
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    spill = Path(tempfile.mkdtemp(prefix="stat-spill-", dir=path.parent if path is not None else None))
+    spill = Path(tempfile.mkdtemp(prefix=f"stat-spill-{files.owner()}-", dir=spill_parent))
 
     def record(li, layer, stats, run):
         resid = float(sum(h.float().square().sum() for h in run.streams["main"].hidden))  # Σ‖h‖² at its input
@@ -85,13 +103,12 @@ def collect(ctx, cap: Captured, sketch: str, sketch_dim, path: Path | None, max_
     try:
         walk(ctx.model, ctx.adapter, cap, ctx.device, lambda kind: make_accumulator(sketch, sketch_dim, ctx.seed),
              record, desc="stat: calibrate")
-        if path is None:
-            return packed  # mapped from the spill files (removed below: a mapping outlives its file's name)
-        cache.store(path, packed, max_bytes)
-        path.with_suffix(".json").write_text(json.dumps(ctx.cache_key, sort_keys=True))
-        return cache.load(path)
     finally:
-        shutil.rmtree(spill, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(spill, ignore_errors=True)
+        else:
+            keep.append(spill)
+    return packed
 
 
 def full(st: dict, dtype=None) -> torch.Tensor:
