@@ -53,6 +53,12 @@ def tiny(request):
     return make_tiny(fam, head, **kw)
 
 
+def one_unit(ctx) -> float:
+    """The largest cost one unit can carry (with its group's shared K/V), as a fraction of the dense cost: a plan
+    at budget b keeps at least b minus this (the other side of every budget test)."""
+    return max(c + gc for c, gc in zip(ctx.costs, ctx.group_costs)) / ctx.dense_cost
+
+
 def outputs(model, x, mask=None):
     with torch.no_grad():
         o = model(input_ids=x, attention_mask=mask)

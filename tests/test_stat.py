@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from conftest import outputs
+from conftest import one_unit, outputs
 from stat_exp import methods
 from stat_exp.errors import UserError
 from stat_exp.core import linalg
@@ -226,7 +226,7 @@ def test_budget_one_unchanged_and_respected(tiny):
             continue
         m.prune(p, b)
         got = model_flops(ad, p, 16)["prunable"] / dense
-        assert got <= b + 1e-9 and got >= prev
+        assert b - one_unit(m.ctx) - 1e-9 <= got <= b + 1e-9 and got >= prev  # both sides: at most one unit below
         prev = got
 
 
@@ -255,8 +255,66 @@ def test_every_switch_runs(tiny, opts):
     plan = m.prune(p, 0.6)
     assert torch.isfinite(outputs(p, x)).all()
     dense = model_flops(m.ctx.adapter, model, 16)["prunable"]
-    assert model_flops(m.ctx.adapter, p, 16)["prunable"] / dense <= 0.6 + 1e-9
+    assert model_flops(m.ctx.adapter, model, 16)["prunable"] > 0
+    assert b_low(m, 0.6) <= model_flops(m.ctx.adapter, p, 16)["prunable"] / dense <= 0.6 + 1e-9
     assert plan.meta["budget"] == 0.6
+    # the switch is not silently ignored: the plan (kept units) or the folded weights differ from the default's
+    if _is_default(opts) or _switch(opts) in MAY_MATCH:  # said why; MAY_MATCH's are checked across families below
+        return
+    assert _changes(model, opts), f"{opts} left the plan and the folded weights unchanged"
+
+
+# Switches that may give the default's plan on a given tiny model, and why (each must still change the plan of
+# at least one family: ``test_switches_that_may_match_change_some_plan``).
+MAY_MATCH = {
+    ("normalize", "none"): "rescales whole layers' curves: with similar residual energy per layer the greedy "
+                           "order is unchanged",
+    ("order", "ffn_first"): "only reorders attention against FFN sites: no effect where attention cannot be pruned "
+                            "(OLMo-2) or is one KV group per layer (Gemma MQA)",
+    ("sketch", "tsqr"): "TSQR is exact: the default's Gram up to rounding, so often the default's plan",
+    ("allocation", "uniform"): "uniform counts can coincide with the greedy ones on a 2-layer model",
+    ("head_space", "context"): "ranks 2-4 heads per layer: the context and output spaces often agree",
+}
+
+
+def _switch(opts):
+    return next(iter(opts.items()))
+
+
+def _is_default(opts) -> bool:
+    o = methods.build("stat").opts
+    return all(getattr(o, k) == v for k, v in opts.items())
+
+
+def _changes(model, opts) -> bool:
+    """Whether ``opts`` gives another plan or other folded weights than the default at budget 0.6."""
+    m, _ = _calibrated(model, **opts)
+    d, _ = _calibrated(model)
+    plan, default = m.prune(copy.deepcopy(model), 0.6), d.prune(copy.deepcopy(model), 0.6)
+    for li, k in m.ctx.site_keys:
+        a, b = plan.layers[li][k], default.layers[li][k]
+        if a.keep != b.keep or not _same(a.weight, b.weight) or not _same(a.bias_delta, b.bias_delta):
+            return True
+    return False
+
+
+def test_switches_that_may_match_change_some_plan():
+    """Each switch allowed to match the default on one model changes the plan on at least one family."""
+    from conftest import FAMILIES, make_tiny
+
+    fams = [f for f in FAMILIES if f[0] in ("llama", "llama_gqa", "qwen2_gqa", "opt", "bert", "llama_gqa_qh")]
+    for (k, v), why in MAY_MATCH.items():
+        assert any(_changes(make_tiny(fam, head, **kw)[0], {k: v}) for _, fam, head, kw in fams), (k, v, why)
+
+
+def b_low(m, b):
+    return b - one_unit(m.ctx) - 1e-9
+
+
+def _same(a, b) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and torch.allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_sequential_equals_dense_pass_on_first_layer():
