@@ -1,12 +1,20 @@
-"""Collect finished runs from their local result files (results.jsonl; no W&B account needed) into a results
-folder and regenerate its figures:
+"""Studies: a results folder per question (``results/<model>/<study>/``) holding its rows (``results.jsonl``),
+its recipe (``study.json``: title, question, answer, protocol, command, report options) and what this module
+makes from them; and the index ``results/README.md`` made from every study.
+
+    python -m stat_exp.report                      # regenerate every study's tables, figures, README, and the index
+    python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [options]   # collect runs into the study OUT_DIR
+
+Collecting reads every results.jsonl below the run directories (no W&B account needed), stores the rows and the
+options in OUT_DIR, and writes:
 
 - ``runs.csv``: tidy, one row per run × budget × metric (columns run, model, task, method, budget, seed,
   calib, flops_ratio, params_ratio, metric, value);
 - ``table.md``: per task, the headline metric by method × budget, mean ± std over seeds (achieved FLOPs);
 - ``curve.png`` (one task) or ``curve_<task>.png``: one line per method, error bars over seeds;
 - ``by_<key>.png`` with ``--by calib``: the metric against that column, one line per method and budget;
-- ``best.md`` with ``--best-of attn_units``: each method at its better value of that column per budget.
+- ``best.md`` with ``--best-of attn_units``: each method at its better value of that column per budget;
+- ``README.md``: the study's question and answer (from ``study.json``), protocol and command.
 
     python -m stat_exp.report OUT_DIR RUN_DIR [RUN_DIR ...] [--metric auto|ppl_wikitext2|...] [--by calib]
                               [--pool calib,...] [--methods stat,kwon,flap] [--best-of attn_units]
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import statistics
 from pathlib import Path
 
@@ -61,7 +70,7 @@ def _fmt(metric: str) -> str:
 
 
 PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units",
-            "dtype")
+            "dtype", "quant", "sketch", "sketch_dim")
 CALIBRATION_ONLY = ("calib", "calib_data", "attn_units")  # keys that do not change the dense model's row
 
 
@@ -157,9 +166,10 @@ def best_of(rows: list[dict], metric: str, key: str) -> str:
     return "\n".join(parts)
 
 
-def plot(path: Path, rows: list[dict], metric: str, by: list[str] | None = None) -> None:
+def plot(path: Path, rows: list[dict], metric: str, by: list[str] | None = None, caption: str | None = None) -> None:
     """One line per method (and per value of the ``by`` keys, as in the table): mean metric vs mean FLOPs kept
-    per budget, error bars = std over seeds."""
+    per budget, error bars = std over seeds; dense as a horizontal line; the FLOPs axis reversed (as in the
+    papers: pruning harder to the right); ``caption`` (units and protocol) under the axes."""
     m, by = _headline(rows[0], metric), list(by or [])
     lines = {}
     for meth in dict.fromkeys(_label(r, by) for r in rows if r["method"] != "dense"):
@@ -175,7 +185,7 @@ def plot(path: Path, rows: list[dict], metric: str, by: list[str] | None = None)
         lines[meth] = (xs, ys, es)
     dense = [r[m] for r in rows if r["method"] == "dense" and r.get(m) is not None]
     plot_lines(path, lines, m, "fraction of prunable FLOPs kept", statistics.fmean(dense) if dense else None,
-               title=str(rows[0].get("task")))
+               title=str(rows[0].get("task")), reverse_x=True, dense_line=True, caption=caption)
 
 
 def _plot_by(out: Path, rows: list[dict], metric: str, by: str) -> None:
@@ -189,15 +199,156 @@ def _plot_by(out: Path, rows: list[dict], metric: str, by: str) -> None:
     plot_lines(out / f"by_{by}.png", lines, m, by, log2x=True)
 
 
+def _kept(rows: list[dict], methods: str | list | None) -> list[dict]:
+    if not methods:
+        return rows
+    keep = {"dense", *(methods.split(",") if isinstance(methods, str) else methods)}
+    return [r for r in rows if r["method"] in keep]
+
+
+def _split(rows: list[dict], opts: dict) -> tuple[list[str], str]:
+    """The keys that split a method into lines (``--by`` and the varying protocol keys, less ``--pool``), and the
+    table's first line saying so."""
+    pooled = list(opts.get("pool") or [])
+    split = [k for k in dict.fromkeys(([opts["by"]] if opts.get("by") else []) + varying(rows)) if k not in pooled]
+    note = (f"Split by {', '.join(split)}" if split else "Nothing split") + \
+        (f"; pooled over {', '.join(pooled)} (--pool)." if pooled else ".") + "\n\n"
+    return split, note
+
+
+def render(spec: dict, rows: list[dict]) -> dict[str, str]:
+    """The text files of a study from its recipe ``spec`` and ``rows``: table.md, best.md (with best_of), README.md."""
+    opts = spec.get("report") or {}
+    out = {"README.md": study_readme(spec)}
+    if not rows:
+        return out
+    rows = _kept(rows, opts.get("methods"))
+    metric = opts.get("metric") or "auto"
+    split, note = _split(rows, opts)
+    out["table.md"] = note + table(rows, metric, by=split)
+    if opts.get("best_of"):
+        out["best.md"] = best_of(rows, metric, opts["best_of"])
+    return out
+
+
+def study_readme(spec: dict) -> str:
+    lines = [f"# {spec['title']}", "", f"**Question.** {spec['question']}", "", f"**Answer.** {spec['answer']}", ""]
+    if spec.get("protocol"):
+        lines += [f"Protocol: {spec['protocol']}", ""]
+    if spec.get("command"):
+        lines += [f"Command: `{spec['command']}`", ""]
+    files = [f for f in spec.get("files", []) if f.endswith((".jsonl", ".md", ".png"))]
+    if files:
+        lines += ["Files: " + ", ".join(f"`{f}`" for f in files) + ". Regenerate: `python -m stat_exp.report`.", ""]
+    return "\n".join(lines)
+
+
+def draw(d: Path, spec: dict, rows: list[dict]) -> None:
+    """The study's figures: curve.png (curve_<task>.png for several tasks) and by_<key>.png."""
+    opts = spec.get("report") or {}
+    rows = _kept(rows, opts.get("methods"))
+    metric = opts.get("metric") or "auto"
+    split, _ = _split(rows, opts)
+    tasks = list(dict.fromkeys(r.get("task") for r in rows))
+    caption = spec.get("protocol")
+    for t in tasks:
+        plot(d / ("curve.png" if len(tasks) == 1 else f"curve_{t}.png"), [r for r in rows if r.get("task") == t],
+             metric, split, caption=caption)
+    if opts.get("by"):
+        _plot_by(d, rows, metric, opts["by"])
+
+
+def write_study(d: Path, spec: dict, rows: list[dict], figures: bool = True) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    if rows:
+        with open(d / "runs.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=[*ID_COLS, "metric", "value"])
+            w.writeheader()
+            w.writerows(tidy(_kept(rows, (spec.get("report") or {}).get("methods"))))
+    for name, text in render(spec, rows).items():
+        (d / name).write_text(text)
+    if figures and rows:
+        draw(d, spec, rows)
+
+
+def studies(root: Path) -> list[tuple[Path, dict, list[dict]]]:
+    """Every study below ``root`` (a folder with study.json), in the index's order."""
+    out = []
+    for p in sorted(Path(root).rglob(SPEC)):
+        spec = json.loads(p.read_text())
+        out.append((p.parent, spec, read_rows(p.parent / "results.jsonl")))
+    return sorted(out, key=lambda s: (SECTIONS.index(s[1].get("section", "study")), s[1].get("order", 99), str(s[0])))
+
+
+SPEC = "study.json"
+SECTIONS = ("headline", "comparison", "study", "superseded")
+INTRO = """# Results
+
+Every table and figure below is made from the rows in each study's `results.jsonl` by `python -m stat_exp.report`
+(a test checks that the committed tables equal what it makes). Each study folder holds its rows, `study.json` (the
+question, the protocol, the command that made it), `table.md`, its figure and a README. Machine: a 2-core CPU,
+torch 2.13.0+cpu, offline; models from the PyPI packages of docs/models.md. Budget = fraction of the layers' FLOPs
+kept at the evaluation length; achieved values in brackets. Baselines run as their authors released them
+(docs/methods.md); rows of earlier implementations are labelled `<method>_old` and kept only in the studies that
+measured them. The measurements' discussion, in the order they were made: [findings.md](findings.md); the cost of
+each stage and the projection to 7B: [scale.md](scale.md); the family matrix: [families.md](families.md).
+"""
+
+
+def _rel(d: Path, root: Path) -> str:
+    return d.relative_to(root).as_posix()
+
+
+def index(root: Path, found: list) -> str:
+    """results/README.md: headline figures and tables, the comparison tables, the studies, superseded rows."""
+    parts = [INTRO]
+    titles = {"headline": "Headline: every method on each model", "comparison": "Comparison tables",
+              "study": "Studies", "superseded": "Superseded rows (earlier baseline implementations)"}
+    for sec in SECTIONS:
+        mine = [(d, spec, rows) for d, spec, rows in found if spec.get("section", "study") == sec]
+        if not mine:
+            continue
+        parts.append(f"## {titles[sec]}\n")
+        if sec in ("study", "superseded"):
+            lines = ["| study | question | answer |", "|---|---|---|"]
+            lines += [f"| [{_rel(d, root)}]({_rel(d, root)}/) | {spec['question']} | {spec['answer']} |"
+                      for d, spec, _ in mine]
+            parts.append("\n".join(lines) + "\n")
+            continue
+        for d, spec, rows in mine:
+            rel = _rel(d, root)
+            parts.append(f"### {spec['title']}\n\n{spec['question']} **{spec['answer']}**\n")
+            figs = sorted(p.name for p in d.glob("curve*.png"))
+            if sec == "headline" and figs:
+                parts.append(" ".join(f"![{rel} {f}]({rel}/{f})" for f in figs) + "\n")
+            text = render(spec, rows)
+            body = text.get("best.md") or text.get("table.md", "")
+            parts.append(body.replace("### ", "#### ") + "\n")
+            parts.append(f"Protocol: {spec.get('protocol', '')} Command: `{spec.get('command', '')}`. "
+                         f"Study: [{rel}/]({rel}/).\n")
+    return "\n".join(parts)
+
+
+def regenerate(root: Path, figures: bool = True) -> list[Path]:
+    """Rebuild every study below ``root`` from its rows, then the index; returns the study folders."""
+    found = studies(root)
+    for d, spec, rows in found:
+        write_study(d, spec, rows, figures)
+    (Path(root) / "README.md").write_text(index(Path(root), studies(root)))
+    return [d for d, _, _ in found]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(
         prog="python -m stat_exp.report", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Collect finished runs (their results.jsonl) into OUT: runs.csv (tidy), table.md and figures.",
+        description="Without arguments: regenerate every study under --root (tables, figures, READMEs) and the "
+                    "index. With OUT RUNS: collect finished runs (their results.jsonl) into the study OUT.",
         epilog="Runs whose protocol differs (calib, seqlen, evaluation windows, eval split, ...) are never averaged "
                "together: each such key splits a method into one line per value, unless --pool names it. Seeds are "
                "always pooled (mean ± std). The table says what it split and pooled.")
-    ap.add_argument("out", help="output folder (created)")
-    ap.add_argument("runs", nargs="+", help="run or sweep directories; every results.jsonl below them is read")
+    ap.add_argument("out", nargs="?", help="the study folder to collect into (created)")
+    ap.add_argument("runs", nargs="*", help="run or sweep directories; every results.jsonl below them is read")
+    ap.add_argument("--root", default="results", help="the results folder regenerated without arguments")
     ap.add_argument("--metric", default="auto", help="a metric column, or auto = each task's headline metric")
     ap.add_argument("--by", default=None, help="also plot the metric against this column (e.g. calib): by_<col>.png")
     ap.add_argument("--pool", default="", help="comma-separated protocol keys to average over instead of splitting")
@@ -205,31 +356,33 @@ def main(argv=None) -> None:
     ap.add_argument("--best-of", default=None, help="also write best.md: each method at its better value of this "
                     "column per budget (e.g. attn_units)")
     a = ap.parse_args(argv)
+    if a.out is None:
+        done = regenerate(Path(a.root))
+        print(f"regenerated {len(done)} studies and {Path(a.root) / 'README.md'}")
+        return
+    if not a.runs:
+        raise SystemExit("error: pass the run or sweep directories to collect after OUT (or no argument at all "
+                         "to regenerate every study)")
     rows = collect(a.runs)
-    if a.methods:
-        keep = {"dense", *a.methods.split(",")}
-        rows = [r for r in rows if r["method"] in keep]
-    if not rows:
+    if not _kept(rows, a.methods):
         raise SystemExit(f"error: no results.jsonl under {' '.join(a.runs)}; pass the run or sweep directories")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "runs.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[*ID_COLS, "metric", "value"])
-        w.writeheader()
-        w.writerows(tidy(rows))
-    pooled = [k for k in a.pool.split(",") if k]
-    split = [k for k in dict.fromkeys(([a.by] if a.by else []) + varying(rows)) if k not in pooled]
-    note = (f"Split by {', '.join(split)}" if split else "Nothing split") + \
-        (f"; pooled over {', '.join(pooled)} (--pool)." if pooled else ".") + "\n\n"
-    (out / "table.md").write_text(note + table(rows, a.metric, by=split))
-    tasks = list(dict.fromkeys(r.get("task") for r in rows))
-    for t in tasks:
-        plot(out / ("curve.png" if len(tasks) == 1 else f"curve_{t}.png"), [r for r in rows if r.get("task") == t],
-             a.metric, split)
-    if a.by:
-        _plot_by(out, rows, a.metric, a.by)
-    if a.best_of:
-        (out / "best.md").write_text(best_of(rows, a.metric, a.best_of))
+    spec_path = out / SPEC
+    spec = json.loads(spec_path.read_text()) if spec_path.exists() else {
+        "title": out.name, "question": "(say what this study asks in study.json)", "answer": "(and what it found)",
+        "section": "study"}
+    spec["report"] = {"metric": a.metric, "by": a.by, "pool": [k for k in a.pool.split(",") if k],
+                      "methods": a.methods, "best_of": a.best_of}
+    key = lambda r: (r.get("run"), r["method"], r["budget"], r.get("seed"))  # noqa: E731
+    fresh = {key(r) for r in rows}  # rows of other runs already in the study stay (a sweep run in parts)
+    rows = [r for r in read_rows(out / "results.jsonl") if key(r) not in fresh] + rows
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_study(out, spec, rows)
+    spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md") if (out / f).exists()] + \
+        sorted(p.name for p in out.glob("curve*.png"))
+    spec_path.write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
+    (out / "README.md").write_text(study_readme(spec))
     print((out / "table.md").read_text())
 
 

@@ -151,29 +151,39 @@ def write_curve(out: Path, rows: list[dict], metric: str) -> None:
 
 
 def plot_lines(path: Path, lines: dict, metric: str, xlabel: str, dense: float | None = None, title: str | None = None,
-               log2x: bool = False) -> None:
-    """The one figure style: ``lines`` = {label: (xs, ys, yerr or None)}; a star for the dense model at x = 1;
-    log scale for perplexities."""
+               log2x: bool = False, reverse_x: bool = False, dense_line: bool = False, caption: str | None = None) -> None:
+    """The one figure style: ``lines`` = {label: (xs, ys, yerr or None)}; the dense model as a star at x = 1 (or,
+    with ``dense_line``, a dashed horizontal line); log scale for perplexities; ``reverse_x``: the FLOPs axis
+    reversed as in the papers (pruning harder to the right); ``caption``: a protocol line under the axes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(5.5, 3.8 if caption else 3.5), dpi=120)
     for label, (xs, ys, es) in lines.items():
         ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3 if es else 0, label=label)
     if dense is not None:
-        ax.plot([1.0], [dense], "k*", markersize=10, label="dense")
+        if dense_line:
+            ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
+        else:
+            ax.plot([1.0], [dense], "k*", markersize=10, label="dense")
     if metric.startswith("ppl"):
         ax.set_yscale("log")
     if log2x:
         ax.set_xscale("log", base=2)
+    if reverse_x:
+        ax.invert_xaxis()
     ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     if title:
         ax.set_title(title)
+    if caption:
+        import textwrap
+
+        fig.text(0.01, 0.01, "\n".join(textwrap.wrap(caption, 100)), fontsize=5.5, va="bottom")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 if caption else 0, 1, 1))
     fig.savefig(path)
     plt.close(fig)

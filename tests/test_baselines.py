@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import FAMILIES, make_tiny
+from conftest import FAMILIES, make_tiny, one_unit
 from stat_exp import methods
 from stat_exp.adapters import get_adapter
 from stat_exp.core import allocation

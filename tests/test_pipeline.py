@@ -60,10 +60,17 @@ def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
     from wandb_reader import history, wait_complete
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = _cfg(tmp_path, "logger=wandb", "baselines=[]")
+    cfg = _cfg(tmp_path, "logger=wandb", "baselines=[]", "logger.group=smollm2/wikitext2_methods")
     rows = run_experiment(cfg)
     [f] = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
-    hist = history(wait_complete(f))
+    from wandb_reader import iter_records
+
+    groups = {r.run.run_group for r in iter_records(wait_complete(f)) if r.WhichOneof("record_type") == "run"}
+    assert groups == {"smollm2/wikitext2_methods"}  # the study's group, as the sweep scripts set it
+    hist = history(f)
+    # the metric-vs-FLOPs table (the line plot's data) is logged once per run, at its end
+    assert sum("curve_table/path" in h for h in hist) == 1
+    assert len(list(tmp_path.glob("wandb/offline-run-*/files/media/table/*.table.json"))) == 1
     logged = {(h.get("method"), round(h["flops_ratio"], 6)): h["ppl_wikitext2"] for h in hist if "flops_ratio" in h}
     want = {(r["method"], round(r["flops_ratio"], 6)): r["ppl_wikitext2"] for r in rows}
     assert set(logged) == set(want)  # every history row says which method made it
@@ -91,6 +98,17 @@ def test_report_regenerates_table_and_figure(tmp_path):
     md = (tmp_path / "res" / "table.md").read_text()
     assert "| stat |" in md and "| random |" in md and "| dense |" in md
     assert (tmp_path / "res" / "curve.png").exists() and (tmp_path / "res" / "runs.csv").exists()
+    # a study: its rows and recipe are stored, and the no-argument command rebuilds the same table from them
+    assert len(read_rows(tmp_path / "res" / "results.jsonl")) == 5
+    spec = json.loads((tmp_path / "res" / "study.json").read_text())
+    spec.update(question="q?", answer="a.", protocol="p.", command="c")
+    (tmp_path / "res" / "study.json").write_text(json.dumps(spec))
+    (tmp_path / "res" / "table.md").write_text("edited by hand")
+    report.main(["--root", str(tmp_path)])
+    assert (tmp_path / "res" / "table.md").read_text() == md and "**Answer.** a." in (tmp_path / "res" / "README.md").read_text()
+    assert "| [res](res/) | q? | a. |" in (tmp_path / "README.md").read_text()  # the index
+    report.main([str(tmp_path / "res"), str(tmp_path / "run"), "--metric", "ppl_wikitext2"])  # again: merged, not doubled
+    assert len(read_rows(tmp_path / "res" / "results.jsonl")) == 5
     report.main([str(tmp_path / "only"), str(tmp_path / "run"), "--metric", "ppl_wikitext2", "--methods", "random"])
     md = (tmp_path / "only" / "table.md").read_text()
     assert "| random |" in md and "| dense |" in md and "| stat |" not in md

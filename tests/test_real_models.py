@@ -25,16 +25,14 @@ def smollm2():
     return load(compose([]).model)
 
 
-def test_smollm2_dense_ppl_matches_models_md(smollm2):
-    """MODELS.md: WikiText-2 test, first 40 windows of 1024 tokens, dequantized Q4: PPL ≈ 24.5."""
+def test_smollm2_tokenizes_wikitext2_as_models_md_says(smollm2):
+    """MODELS.md: the full WikiText-2 test split is 304,986 tokens with this tokenizer (its perplexity, 24.5 on the
+    first 40 windows, is guarded at the default job's protocol by the README test below)."""
     need_data("wikitext2/wiki.test.raw")
-    from stat_exp.tasks.lm import eval_ids, perplexity
+    from stat_exp.tasks.lm import eval_ids
 
-    model, tok = smollm2
-    ids = eval_ids(tok, "wikitext2", "data")
-    assert ids.shape[1] == 304_986  # MODELS.md: full WikiText-2 test with this tokenizer
-    ppl = perplexity(model, ids, 1024, 40)["ppl"]
-    assert abs(ppl / 24.5 - 1) < 0.02, ppl
+    _, tok = smollm2
+    assert eval_ids(tok, "wikitext2", "data").shape[1] == 304_986
 
 
 def test_smollm2_stat_prune_save_reload(smollm2, tmp_path):
