@@ -166,6 +166,9 @@ def main(argv=None) -> None:
         for p in found:
             if p not in busy:
                 remove(p)
+        for lock in Path(a.dir).glob("*.lock"):  # lock files of entries never completed (a killed computation)
+            if not any(lock.with_suffix(x).exists() for x in (".pt", ".json")) and not in_use(lock.with_suffix(".pt")):
+                lock.unlink(missing_ok=True)
         print(f"removed {len(found) - len(busy)} entries from {a.dir}"
               + (f"; kept {len(busy)} that running jobs hold" if busy else ""))
         return

@@ -71,7 +71,7 @@ def _fmt(metric: str) -> str:
 
 PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units",
             "dtype", "quant", "sketch", "sketch_dim")
-CALIBRATION_ONLY = ("calib", "calib_data", "attn_units")  # keys that do not change the dense model's row
+CALIBRATION_ONLY = ("calib", "calib_data", "attn_units", "sketch", "sketch_dim")  # keys that do not change the dense model's row
 
 
 def varying(rows: list[dict]) -> list[str]:
@@ -256,6 +256,21 @@ def draw(d: Path, spec: dict, rows: list[dict]) -> None:
              metric, split, caption=caption)
     if opts.get("by"):
         _plot_by(d, rows, metric, opts["by"])
+    if opts.get("xy"):
+        _plot_xy(d, rows, metric, **opts["xy"])
+
+
+def _plot_xy(d: Path, rows: list[dict], metric: str, x: str, line: str) -> None:
+    """``<x>.png``: the metric against column ``x`` (e.g. the statistics stage's seconds), one line per value of
+    ``line`` (e.g. the sketch), points in order of ``x``; the dense value as a horizontal line."""
+    m = _headline(rows[0], metric)
+    pts: dict = {}
+    for r in rows:
+        if r["method"] != "dense" and r.get(x) is not None and r.get(m) is not None:
+            pts.setdefault(str(r.get(line)), []).append((r[x], r[m]))
+    lines = {k: ([a for a, _ in sorted(v)], [b for _, b in sorted(v)], None) for k, v in pts.items()}
+    dense = [r[m] for r in rows if r["method"] == "dense" and r.get(m) is not None]
+    plot_lines(d / f"{x}.png", lines, m, x, statistics.fmean(dense) if dense else None, dense_line=True)
 
 
 def write_study(d: Path, spec: dict, rows: list[dict], figures: bool = True) -> None:
@@ -299,33 +314,48 @@ def _rel(d: Path, root: Path) -> str:
     return d.relative_to(root).as_posix()
 
 
+SCALE = """## Scale and the rest
+
+- [scale.md](scale.md): this CPU's matmul floor and each stage's fraction of it, the 1.5B model's stages and memory,
+  the projection of the headline command to an H100; [bench_smollm2_cpu.json](bench_smollm2_cpu.json) the benchmark's
+  output.
+- [llama2_7b_shape_rehearsal/](llama2_7b_shape_rehearsal/): the headline command on Llama-2-7B's shape with random
+  weights on a 24 GB, 2-core host (exit 0, peak 22.9 GiB, the reloaded model reproduces its row).
+- [families.md](families.md): the family × invariant matrix; [smollm2/model_card_stat_0.7.md](smollm2/model_card_stat_0.7.md):
+  a saved model's card; [first_run_before_after.md](first_run_before_after.md): a new user's first commands, before
+  and after the fixes they prompted.
+"""
+
+
 def index(root: Path, found: list) -> str:
-    """results/README.md: headline figures and tables, the comparison tables, the studies, superseded rows."""
+    """results/README.md: the headline figure per model, the comparison tables with their protocol, the studies,
+    the superseded rows, then scale."""
     parts = [INTRO]
-    titles = {"headline": "Headline: every method on each model", "comparison": "Comparison tables",
-              "study": "Studies", "superseded": "Superseded rows (earlier baseline implementations)"}
-    for sec in SECTIONS:
-        mine = [(d, spec, rows) for d, spec, rows in found if spec.get("section", "study") == sec]
-        if not mine:
-            continue
-        parts.append(f"## {titles[sec]}\n")
-        if sec in ("study", "superseded"):
-            lines = ["| study | question | answer |", "|---|---|---|"]
-            lines += [f"| [{_rel(d, root)}]({_rel(d, root)}/) | {spec['question']} | {spec['answer']} |"
-                      for d, spec, _ in mine]
-            parts.append("\n".join(lines) + "\n")
-            continue
-        for d, spec, rows in mine:
+    head = [(d, spec, rows) for d, spec, rows in found if spec.get("section") == "headline"]
+    if head:
+        parts.append("## Headline figures\n")
+        for d, spec, _ in head:
             rel = _rel(d, root)
-            parts.append(f"### {spec['title']}\n\n{spec['question']} **{spec['answer']}**\n")
             figs = sorted(p.name for p in d.glob("curve*.png"))
-            if sec == "headline" and figs:
-                parts.append(" ".join(f"![{rel} {f}]({rel}/{f})" for f in figs) + "\n")
+            parts.append(f"**{spec['title']}.** {spec['question']} **{spec['answer']}**\n\n" +
+                         " ".join(f"![{rel} {f}]({rel}/{f})" for f in figs) + "\n")
+    tables = [(d, spec, rows) for d, spec, rows in found if spec.get("section") in ("headline", "comparison")]
+    if tables:
+        parts.append("## Comparison tables\n")
+        for d, spec, rows in tables:
+            rel = _rel(d, root)
             text = render(spec, rows)
             body = text.get("best.md") or text.get("table.md", "")
-            parts.append(body.replace("### ", "#### ") + "\n")
-            parts.append(f"Protocol: {spec.get('protocol', '')} Command: `{spec.get('command', '')}`. "
-                         f"Study: [{rel}/]({rel}/).\n")
+            parts.append(f"### {spec['title']}\n\nProtocol: {spec.get('protocol', '')} Command: "
+                         f"`{spec.get('command', '')}`. Study: [{rel}/]({rel}/).\n\n" + body.replace("### ", "#### "))
+    for sec, title in (("study", "Studies"), ("superseded", "Superseded rows (earlier baseline implementations)")):
+        mine = [(d, spec) for d, spec, _ in found if spec.get("section", "study") == sec]
+        if mine:
+            lines = [f"## {title}\n", "| study | question | answer |", "|---|---|---|"]
+            lines += [f"| [{_rel(d, root)}]({_rel(d, root)}/) | {spec['question']} | {spec['answer']} |" for d, spec in mine]
+            parts.append("\n".join(lines) + "\n")
+    if (Path(root) / "scale.md").exists():
+        parts.append(SCALE)
     return "\n".join(parts)
 
 
@@ -353,6 +383,8 @@ def main(argv=None) -> None:
     ap.add_argument("--by", default=None, help="also plot the metric against this column (e.g. calib): by_<col>.png")
     ap.add_argument("--pool", default="", help="comma-separated protocol keys to average over instead of splitting")
     ap.add_argument("--methods", default=None, help="comma-separated methods to keep (dense is always kept)")
+    ap.add_argument("--xy", default=None, help="also plot the metric against a column, one line per value of another: "
+                    "X:LINE (e.g. stage_statistics_s:sketch) -> X.png")
     ap.add_argument("--best-of", default=None, help="also write best.md: each method at its better value of this "
                     "column per budget (e.g. attn_units)")
     a = ap.parse_args(argv)
@@ -373,14 +405,15 @@ def main(argv=None) -> None:
         "title": out.name, "question": "(say what this study asks in study.json)", "answer": "(and what it found)",
         "section": "study"}
     spec["report"] = {"metric": a.metric, "by": a.by, "pool": [k for k in a.pool.split(",") if k],
-                      "methods": a.methods, "best_of": a.best_of}
+                      "methods": a.methods, "best_of": a.best_of,
+                      "xy": dict(zip(("x", "line"), a.xy.split(":"))) if a.xy else None}
     key = lambda r: (r.get("run"), r["method"], r["budget"], r.get("seed"))  # noqa: E731
     fresh = {key(r) for r in rows}  # rows of other runs already in the study stay (a sweep run in parts)
     rows = [r for r in read_rows(out / "results.jsonl") if key(r) not in fresh] + rows
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_study(out, spec, rows)
     spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md") if (out / f).exists()] + \
-        sorted(p.name for p in out.glob("curve*.png"))
+        sorted(p.name for p in out.glob("curve*.png")) + ([f"{spec['report']['xy']['x']}.png"] if a.xy else [])
     spec_path.write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
     (out / "README.md").write_text(study_readme(spec))
     print((out / "table.md").read_text())

@@ -290,8 +290,17 @@ class TSQRAccumulator(GramAccumulator):
         return self.G.T @ self.G
 
 
+def sketch_rows(dim, n: int) -> int:
+    """Rows of a sketch of a width-``n`` site: ``dim`` rows, ``"<k>x"`` = k × n rows, or None = 4 × n."""
+    if dim is None:
+        return 4 * n
+    if isinstance(dim, str) and dim.endswith("x"):
+        return max(1, int(round(float(dim[:-1]) * n)))
+    return int(dim)
+
+
 class SketchAccumulator(GramAccumulator):
-    """S Z with m = dim rows: ``countsketch`` (each token to one random row with a random sign,
+    """S Z with m = dim rows (``sketch_rows``): ``countsketch`` (each token to one random row with a random sign,
     O(N·n)) or ``gaussian`` (dense N(0, 1/m) S). gram() = (SZ)ᵀ(SZ) ≈ ZᵀZ."""
 
     def __init__(self, n: int | None = None, device=None, seed: int = 0, dim: int | None = None,
@@ -303,7 +312,7 @@ class SketchAccumulator(GramAccumulator):
     def add(self, z: torch.Tensor) -> None:
         zf = z.float()
         N, n = zf.shape
-        m = self.m or 4 * n
+        m = sketch_rows(self.m, n)
         if self.G is None:
             self.G = torch.zeros(m, n, dtype=torch.float32, device=z.device)
         if self.kind == "countsketch":

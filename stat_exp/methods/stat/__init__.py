@@ -60,7 +60,7 @@ class Options:
     head_space: str = "output"
     normalize: str = "residual"
     sketch: str = "gram"
-    sketch_dim: int | None = None
+    sketch_dim: int | str | None = None  # rows, "<k>x" (k × the site's width) or None (4 × the width)
     floor: float = 0.5
     ridge: float = 1e-8
     cache: bool = True
@@ -73,6 +73,10 @@ class Options:
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"method option {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        d = self.sketch_dim
+        if d is not None and not ((isinstance(d, int) and d > 0) or (isinstance(d, str) and d.endswith("x") and
+                                                                   d[:-1].replace(".", "", 1).isdigit())):
+            raise UserError(f"sketch.dim={d!r}; pass a number of rows, k × the site width as '2x', or null")
         if self.target == "dense" and self.propagate != "pruned":
             raise UserError("method option target=dense needs propagate=pruned (with one dense pass the "
                             "activations are the dense ones already)")
@@ -178,7 +182,8 @@ class STAT(Method):
     def row_info(self) -> dict:
         """What a row should say about how the budget was allocated (the released allocation's choices)."""
         if self.opts.allocation != "paper":
-            return {}
+            kind, dim = self.sketch
+            return {} if kind == "gram" else {"sketch": kind, "sketch_dim": dim}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
 
