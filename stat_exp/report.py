@@ -228,7 +228,22 @@ def render(spec: dict, rows: list[dict]) -> dict[str, str]:
     out["table.md"] = note + table(rows, metric, by=split)
     if opts.get("best_of"):
         out["best.md"] = best_of(rows, metric, opts["best_of"])
+    if opts.get("columns"):
+        out["details.md"] = details(rows, metric, opts["columns"], split)
     return out
+
+
+def details(rows: list[dict], metric: str, columns: list[str], by: list[str]) -> str:
+    """Markdown: one line per pruned row (its method and split keys, budget), the metric and ``columns``."""
+    m = _headline(rows[0], metric)
+    num = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| run | budget | " + " | ".join([m, *columns]) + " |", "|" + "---|" * (len(columns) + 3)]
+    for r in rows:
+        if r["method"] != "dense":
+            lines.append(f"| {_label(r, by)} | {r['budget']:g} | " + " | ".join(num(r.get(c)) for c in [m, *columns]) + " |")
+    dense = [r for r in rows if r["method"] == "dense" and r.get(m) is not None][:1]
+    tail = f"\n\nDense: {m} = {num(dense[0][m])}.\n" if dense else "\n"
+    return "\n".join(lines) + tail
 
 
 def study_readme(spec: dict) -> str:
@@ -321,6 +336,8 @@ SCALE = """## Scale and the rest
   output.
 - [llama2_7b_shape_rehearsal/](llama2_7b_shape_rehearsal/): the headline command on Llama-2-7B's shape with random
   weights on a 24 GB, 2-core host (exit 0, peak 22.9 GiB, the reloaded model reproduces its row).
+- [durability_before_after.md](durability_before_after.md): kills mid-save and mid-walk, two jobs on one cache, NaN
+  in the activations, before and after the defences.
 - [families.md](families.md): the family × invariant matrix; [smollm2/model_card_stat_0.7.md](smollm2/model_card_stat_0.7.md):
   a saved model's card; [first_run_before_after.md](first_run_before_after.md): a new user's first commands, before
   and after the fixes they prompted.
@@ -383,6 +400,8 @@ def main(argv=None) -> None:
     ap.add_argument("--by", default=None, help="also plot the metric against this column (e.g. calib): by_<col>.png")
     ap.add_argument("--pool", default="", help="comma-separated protocol keys to average over instead of splitting")
     ap.add_argument("--methods", default=None, help="comma-separated methods to keep (dense is always kept)")
+    ap.add_argument("--columns", default=None, help="also write details.md: one line per pruned row with these "
+                    "comma-separated columns (e.g. stage_statistics_s,max_rss_gb)")
     ap.add_argument("--xy", default=None, help="also plot the metric against a column, one line per value of another: "
                     "X:LINE (e.g. stage_statistics_s:sketch) -> X.png")
     ap.add_argument("--best-of", default=None, help="also write best.md: each method at its better value of this "
@@ -406,13 +425,14 @@ def main(argv=None) -> None:
         "section": "study"}
     spec["report"] = {"metric": a.metric, "by": a.by, "pool": [k for k in a.pool.split(",") if k],
                       "methods": a.methods, "best_of": a.best_of,
-                      "xy": dict(zip(("x", "line"), a.xy.split(":"))) if a.xy else None}
+                      "xy": dict(zip(("x", "line"), a.xy.split(":"))) if a.xy else None,
+                      "columns": a.columns.split(",") if a.columns else None}
     key = lambda r: (r.get("run"), r["method"], r["budget"], r.get("seed"))  # noqa: E731
     fresh = {key(r) for r in rows}  # rows of other runs already in the study stay (a sweep run in parts)
     rows = [r for r in read_rows(out / "results.jsonl") if key(r) not in fresh] + rows
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_study(out, spec, rows)
-    spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md") if (out / f).exists()] + \
+    spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md", "details.md") if (out / f).exists()] + \
         sorted(p.name for p in out.glob("curve*.png")) + ([f"{spec['report']['xy']['x']}.png"] if a.xy else [])
     spec_path.write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
     (out / "README.md").write_text(study_readme(spec))

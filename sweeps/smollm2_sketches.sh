@@ -40,4 +40,5 @@ for d in sorted(p for p in out.iterdir() if (p / "results.jsonl").exists()):
             r["overlap_exact"] = len(got & ref) / len(ref)
     (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 PY
-python -m stat_exp.report results/smollm2/sketches "$OUT" --metric ppl_wikitext2 --xy stage_statistics_s:sketch
+python -m stat_exp.report results/smollm2/sketches "$OUT" --metric ppl_wikitext2 --xy stage_statistics_s:sketch \
+  --columns sketch,sketch_dim,overlap_exact,stage_statistics_s,stage_factorization_s,max_rss_gb

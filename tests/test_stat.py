@@ -119,6 +119,27 @@ def test_sketches_approximate_gram(kind):
     assert float((acc.gram() - G).norm() / G.norm()) < 0.15
 
 
+@pytest.mark.parametrize("kind", ["countsketch", "gaussian"])
+def test_sketched_centred_gram_is_psd_where_activations_carry_a_large_mean(kind):
+    """FFN-like activations: a large common mean plus small fluctuations. The centred estimate a sketch gives
+    (the Schur complement of the sketched [Z 1]) is positive semi-definite and close to the exact ZᵀZ − Nμμᵀ;
+    subtracting the exact mean term from a sketch of Z alone (the earlier estimate) is indefinite there."""
+    g = torch.Generator().manual_seed(0)
+    N, n = 4000, 30
+    Z = 5.0 + 0.1 * torch.randn(N, n, generator=g, dtype=torch.float64)
+    exact = linalg.centered(Z.T @ Z, Z.sum(0), N)
+    acc = linalg.make_accumulator(kind, dim="4x", seed=0)
+    for chunk in Z.float().split(500):
+        acc.add(chunk)
+    est = linalg.centered(acc.gram(), acc.s1, acc.n)
+    assert float(torch.linalg.eigvalsh(est).min()) > -1e-6 * float(exact.diagonal().mean())
+    assert float((est - exact).norm() / exact.norm()) < 0.6
+    A = acc.G.double()[:, :n]  # the earlier estimate: (SZ)ᵀ(SZ) − Nμμᵀ
+    old = linalg.centered(A.T @ A, acc.s1, acc.n)
+    assert float(torch.linalg.eigvalsh(old).min()) < -0.5 * float(exact.diagonal().mean())
+    assert linalg.sketch_rows("2x", 30) == 60 and linalg.sketch_rows(None, 30) == 120 and linalg.sketch_rows(7, 30) == 7
+
+
 # ------------------------------------------------------------------ sites on models
 def _calibrated(model, name="stat", seqlen=16, n=8, **opts):
     ad = get_adapter(model)

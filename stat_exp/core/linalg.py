@@ -300,8 +300,14 @@ def sketch_rows(dim, n: int) -> int:
 
 
 class SketchAccumulator(GramAccumulator):
-    """S Z with m = dim rows (``sketch_rows``): ``countsketch`` (each token to one random row with a random sign,
-    O(N·n)) or ``gaussian`` (dense N(0, 1/m) S). gram() = (SZ)ᵀ(SZ) ≈ ZᵀZ."""
+    """S [Z 1] with m = dim rows (``sketch_rows``): ``countsketch`` (each token to one random row with a random
+    sign, O(N·n)) or ``gaussian`` (dense N(0, 1/m) S). The ones column is sketched with the activations, so the
+    centred Gram comes from one sketch: with F = (S[Z 1])ᵀ(S[Z 1]) = [[A, a], [aᵀ, c]], the centred estimate is
+    the Schur complement A − a aᵀ/c (positive semi-definite, like the exact ZᵀZ − N μμᵀ it estimates).
+    gram() returns it plus the exact N μμᵀ, so ``centered`` recovers the Schur complement and the uncentred
+    product stays a consistent, PSD estimate of ZᵀZ. (Sketching Z alone and subtracting the exact mean term
+    leaves the sketch's noise on the mean direction, where FFN activations carry most of their energy: the
+    centred estimate is then indefinite and the least-squares fold explodes.)"""
 
     def __init__(self, n: int | None = None, device=None, seed: int = 0, dim: int | None = None,
                  kind: str = "countsketch"):
@@ -313,22 +319,27 @@ class SketchAccumulator(GramAccumulator):
         zf = z.float()
         N, n = zf.shape
         m = sketch_rows(self.m, n)
+        za = torch.cat([zf, zf.new_ones(N, 1)], 1)
         if self.G is None:
-            self.G = torch.zeros(m, n, dtype=torch.float32, device=z.device)
+            self.G = torch.zeros(m, n + 1, dtype=torch.float32, device=z.device)
         if self.kind == "countsketch":
             rows = torch.randint(0, m, (N,), generator=self.gen).to(z.device)
             signs = (torch.randint(0, 2, (N,), generator=self.gen) * 2 - 1).to(zf)
-            self.G.index_add_(0, rows, zf * signs[:, None])
+            self.G.index_add_(0, rows, za * signs[:, None])
         else:
             S = torch.randn(m, N, generator=self.gen).to(zf) / m ** 0.5
-            self.G.add_(S @ zf)
+            self.G.add_(S @ za)
         s = zf.sum(0).double()
         self.s1 = s if self.s1 is None else self.s1 + s
         self.n += N
 
     def gram(self) -> torch.Tensor:
         A = self.G.double()
-        return A.T @ A
+        F = A.T @ A
+        n = F.shape[0] - 1
+        a, c = F[:n, n], float(F[n, n])
+        schur = F[:n, :n] - torch.outer(a, a) / max(c, 1e-300)
+        return schur + torch.outer(self.s1, self.s1) / max(self.n, 1)
 
 
 class BlockSketchAccumulator(GramAccumulator):

@@ -22,7 +22,7 @@ from ...core.linalg import centered, make_accumulator
 from ...engine.capture import Captured, walk
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 3  # bump when the statistics' meaning or storage changes
+CACHE_VERSION = 4  # bump when the statistics' meaning or storage changes
 
 
 def cache_path(cache_dir: str | None, cache_key: dict | None, sketch: str, sketch_dim) -> Path | None:
