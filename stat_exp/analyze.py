@@ -166,10 +166,10 @@ def analyze(cfg: DictConfig) -> dict:
     heldout = task.heldout(int(a.windows))
 
     def ctx(name):
-        cls, _ = methods.resolve(name)
+        cls, resolved = methods.resolve(name, method_options(cfg, name, methods.resolve(name)[0].uses_sketch))
         return methods.Context(model, adapter, cost, device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                                cache_key=cache_key(cfg, model_cfg, task, device),
-                               labelled=task.labelled() if cls.needs_labels else None)
+                               labelled=task.labelled() if cls.wants_labels(resolved) else None)
 
     def calibrated(name):
         return calibrate(name, method_options(cfg, name, methods.resolve(name)[0].uses_sketch), ctx(name), cap)

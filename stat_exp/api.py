@@ -156,8 +156,8 @@ def prune(model: nn.Module, tokenizer, budget: float = 0.5, calib="c4", *, metho
         model = attention_units(shared_copy(model), attn_units, adapter)
     t = time.perf_counter()
     batches = calibration_batches(tokenizer, calib, n_calib, seqlen, seed, batch_size, data_dir)
-    cls, _ = methods.resolve(method)
-    labelled = [with_labels(b) for b in batches] if cls.needs_labels else None
+    cls, resolved = methods.resolve(method, options)
+    labelled = [with_labels(b) for b in batches] if cls.wants_labels(resolved) else None
     from .engine.capture import capture_inputs
 
     model.eval()

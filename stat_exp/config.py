@@ -94,8 +94,9 @@ def validate(cfg) -> dict:
     task = tasks.module(cfg.task.kind).TASK
     for name in out["methods"]:
         cls, _ = methods.resolve(name)
-        methods.build(name, method_options(cfg, name, cls.uses_sketch))  # bad options fail here
-        if cls.needs_labels and not task.has_labels:
+        options = method_options(cfg, name, cls.uses_sketch)
+        methods.build(name, options)  # bad options fail here
+        if cls.wants_labels(methods.resolve(name, options)[1]) and not task.has_labels:
             raise UserError(f"method {name} needs labelled batches (gradients of the task loss); task "
                             f"{cfg.task.name} has none: use a language-model, GLUE or SQuAD task")
     return out

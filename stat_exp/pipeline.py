@@ -186,10 +186,10 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     """Calibrate ``name`` once on the dense model, then per budget: prune a copy, evaluate, log, save."""
     cls, _ = methods.resolve(name)
     options = method_options(cfg, name, cls.uses_sketch)
-    samples = methods.resolve(name, options)[1].get("samples")
+    resolved = methods.resolve(name, options)[1]
     ctx = methods.Context(s.model, s.adapter, s.cost, s.device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                           cache_key=s.cache_key, cache_max_bytes=int(float(cfg.paths.get("cache_max_gb", 4)) * 2**30),
-                          labelled=s.task.labelled(samples) if cls.needs_labels else None)
+                          labelled=s.task.labelled(resolved.get("samples")) if cls.wants_labels(resolved) else None)
     t = time.perf_counter()
     method = calibrate(name, options, ctx, s.cap)
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}

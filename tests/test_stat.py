@@ -147,7 +147,8 @@ def _calibrated(model, name="stat", seqlen=16, n=8, **opts):
     x = torch.randint(4, 250, (n, seqlen), generator=g)
     cap = capture_inputs(model, ad, [{"input_ids": b} for b in x.split(4)])
     m = methods.build(name, cache=False, ridge=0.0, **opts) if name.startswith("stat") else methods.build(name)
-    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen)), cap)
+    labelled = [{"input_ids": b, "labels": b} for b in x.split(4)] if opts.get("allocation") == "fisher" else None
+    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen), labelled=labelled), cap)
     return m, x
 
 
@@ -232,6 +233,39 @@ def test_redundant_kv_group_pruned_losslessly():
     assert (outputs(pruned, x) - outputs(model, x)).abs().max().item() < 1e-4
 
 
+def test_output_fisher_matches_a_perturbation_reference():
+    """allocation=fisher's F = Σ_t g_t g_tᵀ / N equals autograd on an explicit zero perturbation added to each
+    site's output (the reference), with the same targets drawn from the model; its scale differs between sites."""
+    from stat_exp.methods.stat.statistics import model_loss
+
+    model, _ = tiny_model("llama", kv_heads=2)
+    m, x = _calibrated(model, allocation="fisher")
+    for i in range(len(m.ctx.site_keys)):
+        gen, F = torch.Generator().manual_seed(0), 0.0
+        for b in x.split(4):
+            delta = torch.zeros(*b.shape, model.config.hidden_size, requires_grad=True)
+            h = m.ctx.site(i).consumer_linear.register_forward_hook(lambda mod, a, out, d=delta: out + d)
+            try:
+                g, = torch.autograd.grad(model_loss(model(input_ids=b), gen), delta)
+            finally:
+                h.remove()
+            g = g.reshape(-1, g.shape[-1]).double()
+            F = F + g.T @ g
+        torch.testing.assert_close(m.fisher[i].double(), F / x.numel(), rtol=1e-4, atol=1e-9)
+    scale = [float(F.trace()) for F in m.fisher]
+    assert max(scale) > 1.1 * min(scale)
+
+
+@pytest.mark.parametrize("head,labels", [("seq_cls", 2), ("seq_cls", 1), ("qa", 2)])
+def test_output_fisher_runs_on_task_heads(head, labels):
+    """The model's own targets for a classifier (categorical), a regressor (Gaussian) and an extractive QA head
+    (start and end)."""
+    model, _ = tiny_model("bert", head, num_labels=labels)
+    m, _ = _calibrated(model, allocation="fisher")
+    assert all(torch.isfinite(F).all() and float(F.trace()) > 0 for F in m.fisher)
+    assert m.ctx.budget(0.6) > 0 and sum(m.counts(0.6)) < sum(m.ctx.n_units)
+
+
 def test_budget_one_unchanged_and_respected(tiny):
     model, _ = tiny
     m, x = _calibrated(model)
@@ -253,7 +287,7 @@ def test_budget_one_unchanged_and_respected(tiny):
 
 SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "none")] + \
     [dict(selection=s) for s in ("random", "magnitude")] + \
-    [dict(allocation=a) for a in ("paper", "uniform")] + \
+    [dict(allocation=a) for a in ("paper", "uniform", "fisher")] + \
     [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(order="ffn_first"),
      dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
     [dict(sketch=k, sketch_dim=64) for k in ("tsqr", "countsketch", "gaussian")]
@@ -265,6 +299,10 @@ def test_every_switch_runs(tiny, opts):
     additive = opts.get("allocation") == "paper" or "propagate" in opts or "order" in opts
     if additive and any(isinstance(mod, GatheredLinear) for mod in model.modules()):  # per-query-head units
         with pytest.raises(UserError, match="use attn_units=kv_group"):
+            _calibrated(model, **opts)
+        return
+    if opts.get("allocation") == "fisher" and not hasattr(model, "lm_head"):  # a bare encoder: no predictions
+        with pytest.raises(UserError, match="has no logits"):
             _calibrated(model, **opts)
         return
     m, x = _calibrated(model, **opts)
@@ -295,6 +333,8 @@ MAY_MATCH = {
     ("sketch", "tsqr"): "TSQR is exact: the default's Gram up to rounding, so often the default's plan",
     ("allocation", "uniform"): "uniform counts can coincide with the greedy ones on a 2-layer model",
     ("head_space", "context"): "ranks 2-4 heads per layer: the context and output spaces often agree",
+    ("allocation", "fisher"): "re-weights whole sites: on a random 2-layer model the greedy threshold often "
+                              "falls at the same pivots",
 }
 
 

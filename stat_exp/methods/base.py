@@ -106,6 +106,11 @@ class Method:
     def __init__(self, **options):
         self.options = options
 
+    @classmethod
+    def wants_labels(cls, options: dict) -> bool:
+        """Whether the method with ``options`` needs labelled batches (``ctx.labelled``)."""
+        return cls.needs_labels
+
     def calibrate(self, ctx: Context, cap: Captured) -> None:
         """Per-site statistics of the dense model (``needs_stats``). Without a Gram they are one walk per model
         and captured inputs, kept with ``cap``: the baselines of a run share it (read-only)."""

@@ -12,6 +12,8 @@ Options (all ablations; the first value is the default):
 - correction: lstsq_bias (LS with intercept → consumer bias) | lstsq (paper) | none
 - selection:  qr | random | magnitude (sizes always come from the QR error curves)
 - allocation: greedy (marginal error per cost) | paper (the released scripts' search, STAT.md §4.1) | uniform
+              | fisher (greedy on e(k)² · tr F / d, F the model's Fisher on the site's output, ``output_fisher``:
+              one forward and backward pass over the calibration batches; replaces ``normalize``)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
 - paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
@@ -39,10 +41,10 @@ from ..base import Method
 from . import allocate, sequential
 from .fold import fold
 from .select import factor, select, selection_order
-from .statistics import cache_path, collect, full, gram
+from .statistics import cache_path, collect, fisher, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
-           "allocation": ("greedy", "paper", "uniform"), "propagate": ("dense", "pruned"),
+           "allocation": ("greedy", "paper", "uniform", "fisher"), "propagate": ("dense", "pruned"),
            "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
            "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
@@ -94,6 +96,10 @@ class STAT(Method):
         self.opts = Options(**{k: (float(v) if k in ("floor", "ridge") else v) for k, v in options.items()})
         self.timings: dict[str, float] = {}
 
+    @classmethod
+    def wants_labels(cls, options: dict) -> bool:
+        return options.get("allocation") == "fisher"  # the calibration inputs as full-model batches
+
     def new_acc(self, kind):
         return make_accumulator(*self.sketch, self.ctx.seed)
 
@@ -123,6 +129,13 @@ class STAT(Method):
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
         self.stats = collect(ctx, cap, *self.sketch, path, ctx.cache_max_bytes)
         self.timings["statistics_s"] = elapsed(t, ctx.device)
+        if o.allocation == "fisher":
+            if not ctx.labelled:
+                raise UserError("allocation=fisher needs the calibration batches as model inputs (ctx.labelled); "
+                                "use a language-model, GLUE or SQuAD task, or allocation=greedy")
+            t = time.perf_counter()
+            self.fisher = fisher(ctx, path and path.with_name(path.stem + "-fisher.pt"), ctx.cache_max_bytes)
+            self.timings["fisher_s"] = elapsed(t, ctx.device)
         t = time.perf_counter()
         quirk = o.allocation == "paper" and o.paper_head_quirk
         self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk, o.normalize == "layer")
@@ -145,8 +158,11 @@ class STAT(Method):
             return alloc.uniform(costs, B)
         if o.allocation == "paper":
             return self.paper_counts(budget)
-        resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
-        curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
+        if o.allocation == "fisher":
+            curves = [f["err2"].double() * float(F.trace()) / len(F) for f, F in zip(self.factors, self.fisher)]
+        else:
+            resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
+            curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
         return allocate.greedy_counts(curves, costs, B, budget, o.floor)
 
     def order(self, i: int):

@@ -20,6 +20,8 @@ import torch
 from ... import cache, files
 from ...core.linalg import centered, make_accumulator
 from ...engine.capture import Captured, walk
+from ...errors import UserError
+from ...progress import progress
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 4  # bump when the statistics' meaning or storage changes
@@ -123,3 +125,82 @@ def gram(st: dict, centre: bool, device) -> torch.Tensor:
     G = full(st, torch.float64).to(device)
     G = G.clone() if G.data_ptr() == st["G"].data_ptr() else G  # an unpacked (full) entry: not the stored one
     return centered(G, st["s1"], st["n"], inplace=True) if centre else G
+
+
+def model_loss(out, gen: torch.Generator) -> torch.Tensor:
+    """The summed loss of targets drawn from the model's own prediction (``gen`` seeds the draws): categorical
+    draws (Gumbel-max) from every logits tensor of ``out`` (``logits``; QA: ``start_logits``, ``end_logits``), a
+    one-output regression's ŷ + N(0, 1). Its gradients' second moment is the model's Fisher (the Hessian of the
+    KL divergence from the dense model's predictions), whatever the task's labels."""
+    heads = [getattr(out, k) for k in ("logits", "start_logits", "end_logits") if getattr(out, k, None) is not None]
+    if not heads:
+        raise UserError(f"allocation=fisher needs the model's predictions; {type(out).__name__} has no logits: prune "
+                        "its task model (a fine-tuned checkpoint) or use allocation=greedy")
+    loss = 0.0
+    for z in heads:
+        z = z.float()
+        if z.shape[-1] == 1:  # regression: a unit Gaussian around the prediction
+            y = z.detach() + torch.randn(z.shape, generator=gen).to(z)
+            loss = loss + 0.5 * (z - y).square().sum()
+        else:
+            gumbel = -torch.empty(z.shape).exponential_(generator=gen).log().to(z)
+            y = (z.detach() + gumbel).argmax(-1)
+            loss = loss + torch.nn.functional.cross_entropy(z.flatten(0, -2), y.flatten(), reduction="sum")
+    return loss
+
+
+def output_fisher(ctx, batches: list[dict]) -> list[torch.Tensor]:
+    """Per site, the model's sensitivity to its output: F = Σ_t g_t g_tᵀ / N (d × d, float32, host), g_t = ∂ℓ/∂y_t,
+    y_t ∈ R^d the consumer's output at token t, ℓ = ``model_loss`` (targets drawn from the dense model itself, so
+    F is its Fisher and the labels of ``batches`` are not read), N the tokens seen. One forward and backward pass
+    per batch, no weight gradients. An error δy at the site costs ≈ ½ δyᵀ F δy of KL from the dense model's
+    predictions, downstream amplification included: the gradient at layer l carries every later layer's Jacobian."""
+    from ...engine.capture import _to, hooks
+
+    model, n = ctx.model, len(ctx.site_keys)
+    sums, tokens, outs = [None] * n, 0, {}
+    req = {k: p.requires_grad for k, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(ctx.seed)
+
+    def keep(i):
+        def hook(_mod, _args, out):
+            outs[i] = out
+        return hook
+
+    def leaf(_mod, _args, out):  # frozen weights: the graph starts at the embeddings' output
+        return out.detach().requires_grad_(True)
+
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.to(ctx.device)
+        with hooks() as hs, torch.enable_grad():
+            hs.append(model.get_input_embeddings().register_forward_hook(leaf))
+            hs += [ctx.site(i).consumer_linear.register_forward_hook(keep(i)) for i in range(n)]
+            for b in progress(batches, "stat: output Fisher", unit="batch"):
+                outs.clear()
+                b = {k: v for k, v in b.items() if k not in ("labels", "start_positions", "end_positions")}
+                loss = model_loss(model(**_to(b, ctx.device)), gen)
+                for i, g in enumerate(torch.autograd.grad(loss, [outs[i] for i in range(n)])):
+                    g = g.reshape(-1, g.shape[-1]).double()
+                    sums[i] = g.T @ g if sums[i] is None else sums[i].addmm_(g.T, g)
+                mask = b.get("attention_mask")
+                tokens += int(mask.sum()) if mask is not None else b["input_ids"].numel()
+    finally:
+        for k, p in model.named_parameters():
+            p.requires_grad_(req[k])
+        model.to("cpu")
+    return [(F / max(tokens, 1)).float().cpu() for F in sums]
+
+
+def fisher(ctx, path: Path | None, max_bytes: int | None = None) -> list[torch.Tensor]:
+    """``output_fisher`` on ``ctx.labelled``, cached at ``path`` (beside the statistics, same key) when given."""
+    if path is None:
+        return output_fisher(ctx, ctx.labelled)
+
+    def save(values, tmp):
+        torch.save(values, tmp)
+        files.write_text_atomic(path.with_suffix(".json"), json.dumps({**ctx.cache_key, "entry": "output Fisher"},
+                                                                      sort_keys=True))
+
+    return cache.fetch(path, lambda: output_fisher(ctx, ctx.labelled), save, cache.load, max_bytes)
