@@ -77,6 +77,25 @@ def _positive_int(cfg, key: str, example: str) -> int:
     return v
 
 
+def _check_recover(rec, task_cls, task_name: str) -> None:
+    """The ``recover`` group: a known kind; for lora, positive sizes and a language-model task."""
+    from . import recover
+    from .tasks.base import Task
+
+    kind = rec.get("name", "none")
+    if kind not in recover.KINDS:
+        raise UserError(f"recover={kind!r}; choose one of {', '.join(recover.KINDS)}")
+    if kind == "none":
+        return
+    for key, example in (("rank", "8"), ("steps", "64"), ("batch", "1")):
+        v = rec.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserError(f"recover.{key}={v!r} must be a positive integer, e.g. recover.{key}={example}")
+    if task_cls.recovery_windows is Task.recovery_windows:
+        raise UserError(f"recover=lora trains with the next-token loss on a corpus; task {task_name} is not a "
+                        "language-model task: use recover=none, or a task such as wikitext2")
+
+
 def validate(cfg) -> dict:
     """{'budgets', 'methods'} after checking every scalar and name in the config."""
     from . import methods, tasks
@@ -99,6 +118,7 @@ def validate(cfg) -> dict:
         if cls.wants_labels(methods.resolve(name, options)[1]) and not task.has_labels:
             raise UserError(f"method {name} needs labelled batches (gradients of the task loss); task "
                             f"{cfg.task.name} has none: use a language-model, GLUE or SQuAD task")
+    _check_recover(cfg.get("recover") or {}, task, cfg.task.name)
     return out
 
 

@@ -29,6 +29,7 @@ from .engine.saving import save_pruned, saved
 from .engine.surgery import attention_units, shared_copy
 from .finetune import task_model
 from .latency import Probe
+from .recover import recover
 from .tracking import Tracker, read_rows, summary
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,11 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}
     for b in budgets:
         pruned, plan, spent = prune_copy(method, s.model, b)
+        pruned, recovered = recover(cfg.recover, s.task, pruned, s.adapter, s.device, cfg.seed,
+                                    lambda m: evaluate(s.task, m, s.adapter, s.device))
         pruned, qinfo = quantized(pruned, s.adapter, quant_bits(cfg), copy_first=False)
         scores = evaluate(s.task, pruned, s.adapter, s.device)
-        row = s.rows.build(name, b, pruned, {**scores, **timings, **spent, **method.row_info(), **qinfo})
+        row = s.rows.build(name, b, pruned, {**scores, **timings, **spent, **method.row_info(), **qinfo, **recovered})
         if cfg.save_model:  # saved before the row is logged: a logged row always has its model
             dense = next((r for r in read_rows(out / "results.jsonl") if r["method"] == "dense"), {})
             pruned.stat_scores = scores

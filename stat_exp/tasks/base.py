@@ -81,6 +81,11 @@ class Task(ABC):
         training data (``draw``; None: the calibration examples); None if the task has none."""
         return None
 
+    def recovery_windows(self, n: int):
+        """``n`` token windows for recovery fine-tuning (language-model tasks only)."""
+        raise UserError(f"recover=lora trains with the next-token loss on a corpus; task {self.name} is not a "
+                        "language-model task: use recover=none, or a task such as wikitext2")
+
     @property
     @abstractmethod
     def cost_seqlen(self) -> int:

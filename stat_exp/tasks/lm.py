@@ -81,17 +81,40 @@ def perplexity(model, ids: torch.Tensor, seqlen: int, max_windows: int | None = 
     return {"ppl": math.exp(nll / count), "nll": nll / count, "tokens": count, "windows": n}
 
 
-def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, data_dir: str,
-                        split: str = "train") -> torch.Tensor:
-    """(n, seqlen) token windows drawn without replacement (seeded) from the corpus' train split."""
+def corpus_windows(tokenizer, corpus: str, seqlen: int, data_dir: str, split: str = "train") -> torch.Tensor:
+    """(avail, seqlen): the corpus split's tokens cut into non-overlapping windows (the short tail dropped)."""
     if corpus == "c4":
         text = "\n\n".join(corpus_rows(corpus, split, data_dir))
     else:
         text = corpus_text(corpus, split, data_dir)
     ids = tokenize(tokenizer, text)[0]
     avail = ids.numel() // seqlen
-    pick = sample(range(avail), n, seed, f"sequences of {seqlen} tokens", f"{corpus}/{split}", ordered=True)
-    return ids[: avail * seqlen].view(avail, seqlen)[torch.tensor(pick, dtype=torch.long)]
+    return ids[: avail * seqlen].view(avail, seqlen)
+
+
+def calibration_picks(avail: int, n: int, seed: int, corpus: str, seqlen: int, split: str = "train") -> list[int]:
+    """Which of ``avail`` windows are the ``n`` calibration windows (seeded, without replacement, in order)."""
+    return sample(range(avail), n, seed, f"sequences of {seqlen} tokens", f"{corpus}/{split}", ordered=True)
+
+
+def calibration_windows(tokenizer, corpus: str, n: int, seqlen: int, seed: int, data_dir: str,
+                        split: str = "train") -> torch.Tensor:
+    """(n, seqlen) token windows drawn without replacement (seeded) from the corpus' train split."""
+    windows = corpus_windows(tokenizer, corpus, seqlen, data_dir, split)
+    return windows[torch.tensor(calibration_picks(len(windows), n, seed, corpus, seqlen, split), dtype=torch.long)]
+
+
+def recovery_windows(tokenizer, corpus: str, n: int, calib: int, seqlen: int, seed: int, data_dir: str) -> torch.Tensor:
+    """(n, seqlen) windows of the corpus' train split that are none of the ``calib`` calibration windows drawn with
+    ``seed`` (``calibration_windows``): the training data of recovery fine-tuning, disjoint from calibration."""
+    windows = corpus_windows(tokenizer, corpus, seqlen, data_dir)
+    taken = set(calibration_picks(len(windows), calib, seed, corpus, seqlen))
+    rest = [i for i in range(len(windows)) if i not in taken]
+    if n > len(rest):
+        raise UserError(f"recover needs {n} windows of {seqlen} tokens but {corpus}/train holds only {len(rest)} "
+                        f"besides the {calib} calibration windows; lower recover.steps or recover.batch")
+    pick = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 1))[:n]
+    return windows[torch.tensor([rest[i] for i in pick.tolist()], dtype=torch.long)]
 
 
 class LMTask(Task):
@@ -135,6 +158,11 @@ class LMTask(Task):
                      "labelled examples applies to GLUE and SQuAD", self.name, len(self.windows), n)
         bs = self.cfg.get("label_batch_size") or self.setting.calib_batch_size
         return [{"input_ids": x, "labels": x} for x in self.windows.split(bs)]
+
+    def recovery_windows(self, n: int) -> torch.Tensor:
+        """``n`` training windows for recovery fine-tuning, disjoint from the calibration windows."""
+        s = self.setting
+        return recovery_windows(self.tok, s.calib_data, n, s.calib, s.seqlen, s.seed, s.data_dir)
 
     def heldout(self, n: int) -> list[dict]:
         """The first ``n`` evaluation windows of the task's first test set, one per batch."""
