@@ -10,7 +10,7 @@ from .core.cost import KINDS
 from .core.units import ATTN_UNITS
 from .errors import UserError
 
-GROUPS = ("model", "task", "method", "sketch", "quant", "logger", "paths", "experiment", "debug")
+GROUPS = ("model", "task", "method", "sketch", "quant", "recover", "logger", "paths", "experiment", "debug")
 
 
 def check_overrides(argv: list[str], conf_dir: Path, config_name: str = "config") -> None:

@@ -51,6 +51,9 @@ def _run(*args, env_extra=None, timeout=300):
     (["budgte=0.5"], "unknown config key 'budgte'; did you mean 'budget'?"),
     (["model=tiny_llama", "method.options.correction=bogus"], "method option correction='bogus'"),
     (["model=tiny_bert", "task=stsb_embed", "method=kwon"], "method kwon needs labelled batches"),
+    (["recover=bogus"], "unknown recover 'bogus'; choose one of: lora, none"),
+    (["model=tiny_llama", "recover=lora", "recover.rank=0"], "recover.rank=0 must be a positive integer"),
+    (["model=tiny_llama", "recover=lora", "recover.stpes=9"], "unknown config key 'recover.stpes'; did you mean"),
 ])
 def test_bad_input_one_line(args, needle, tmp_path):
     out = tmp_path / "run"
