@@ -134,7 +134,7 @@ class STAT(Method):
                 raise UserError("allocation=fisher needs the calibration batches as model inputs (ctx.labelled); "
                                 "use a language-model, GLUE or SQuAD task, or allocation=greedy")
             t = time.perf_counter()
-            self.fisher = fisher(ctx, path and path.with_name(path.stem + "-fisher.pt"), ctx.cache_max_bytes)
+            self.fisher = fisher(ctx, path and path.with_name(path.stem + "-fisher-w.pt"), ctx.cache_max_bytes)
             self.timings["fisher_s"] = elapsed(t, ctx.device)
         t = time.perf_counter()
         quirk = o.allocation == "paper" and o.paper_head_quirk
@@ -159,7 +159,7 @@ class STAT(Method):
         if o.allocation == "paper":
             return self.paper_counts(budget)
         if o.allocation == "fisher":
-            curves = [f["err2"].double() * float(F.trace()) / len(F) for f, F in zip(self.factors, self.fisher)]
+            curves = [f["err2"].double() * w for f, w in zip(self.factors, self.fisher)]
         else:
             resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
             curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)

@@ -149,16 +149,17 @@ def model_loss(out, gen: torch.Generator) -> torch.Tensor:
     return loss
 
 
-def output_fisher(ctx, batches: list[dict]) -> list[torch.Tensor]:
-    """Per site, the model's sensitivity to its output: F = Σ_t g_t g_tᵀ / N (d × d, float32, host), g_t = ∂ℓ/∂y_t,
+def output_fisher(ctx, batches: list[dict]) -> list[float]:
+    """Per site, the model's sensitivity to its output: w = tr F / d with F = Σ_t g_t g_tᵀ / N, g_t = ∂ℓ/∂y_t,
     y_t ∈ R^d the consumer's output at token t, ℓ = ``model_loss`` (targets drawn from the dense model itself, so
     F is its Fisher and the labels of ``batches`` are not read), N the tokens seen. One forward and backward pass
     per batch, no weight gradients. An error δy at the site costs ≈ ½ δyᵀ F δy of KL from the dense model's
-    predictions, downstream amplification included: the gradient at layer l carries every later layer's Jacobian."""
+    predictions, ≈ ½ w ‖δy‖² for an error spread over the d directions; downstream amplification included: the
+    gradient at layer l carries every later layer's Jacobian."""
     from ...engine.capture import _to, hooks
 
     model, n = ctx.model, len(ctx.site_keys)
-    sums, tokens, outs = [None] * n, 0, {}
+    sums, tokens, outs = torch.zeros(n, dtype=torch.float64), 0, {}
     req = {k: p.requires_grad for k, p in model.named_parameters()}
     gen = torch.Generator().manual_seed(ctx.seed)
 
@@ -181,19 +182,18 @@ def output_fisher(ctx, batches: list[dict]) -> list[torch.Tensor]:
                 outs.clear()
                 b = {k: v for k, v in b.items() if k not in ("labels", "start_positions", "end_positions")}
                 loss = model_loss(model(**_to(b, ctx.device)), gen)
-                for i, g in enumerate(torch.autograd.grad(loss, [outs[i] for i in range(n)])):
-                    g = g.reshape(-1, g.shape[-1]).double()
-                    sums[i] = g.T @ g if sums[i] is None else sums[i].addmm_(g.T, g)
+                grads = torch.autograd.grad(loss, [outs[i] for i in range(n)])
+                sums += torch.stack([g.double().square().sum() / g.shape[-1] for g in grads]).cpu()
                 mask = b.get("attention_mask")
                 tokens += int(mask.sum()) if mask is not None else b["input_ids"].numel()
     finally:
         for k, p in model.named_parameters():
             p.requires_grad_(req[k])
         model.to("cpu")
-    return [(F / max(tokens, 1)).float().cpu() for F in sums]
+    return (sums / max(tokens, 1)).tolist()
 
 
-def fisher(ctx, path: Path | None, max_bytes: int | None = None) -> list[torch.Tensor]:
+def fisher(ctx, path: Path | None, max_bytes: int | None = None) -> list[float]:
     """``output_fisher`` on ``ctx.labelled``, cached at ``path`` (beside the statistics, same key) when given."""
     if path is None:
         return output_fisher(ctx, ctx.labelled)
