@@ -118,24 +118,25 @@ class STAT(Method):
         return o.sketch, o.sketch_dim
 
     def calibrate(self, ctx, cap) -> None:
-        """Statistics (one walk, or the cache), then every site's pivots and error curve."""
+        """With allocation=fisher the output Fisher first (its backward pass never beside the Grams), then the
+        statistics (one walk, or the cache), then every site's pivots and error curve."""
         self.ctx, self.cap, o, self.timings = ctx, cap, self.opts, {}
         if o.propagate == "pruned" or o.order == "ffn_first":
             ctx.refuse_groups("propagate=pruned" if o.propagate == "pruned" else "order=ffn_first",
                               "sizes the sites before it sees the pivots it keeps")
         if o.allocation == "paper":
             ctx.refuse_groups("allocation=paper")
-        t = time.perf_counter()
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
-        self.stats = collect(ctx, cap, *self.sketch, path, ctx.cache_max_bytes)
-        self.timings["statistics_s"] = elapsed(t, ctx.device)
-        if o.allocation == "fisher":
+        if o.allocation == "fisher":  # before the statistics: its backward pass and their Grams never coexist
             if not ctx.labelled:
                 raise UserError("allocation=fisher needs the calibration batches as model inputs (ctx.labelled); "
                                 "use a language-model, GLUE or SQuAD task, or allocation=greedy")
             t = time.perf_counter()
             self.fisher = fisher(ctx, path and path.with_name(path.stem + "-fisher-w.pt"), ctx.cache_max_bytes)
             self.timings["fisher_s"] = elapsed(t, ctx.device)
+        t = time.perf_counter()
+        self.stats = collect(ctx, cap, *self.sketch, path, ctx.cache_max_bytes)
+        self.timings["statistics_s"] = elapsed(t, ctx.device)
         t = time.perf_counter()
         quirk = o.allocation == "paper" and o.paper_head_quirk
         self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk, o.normalize == "layer")
