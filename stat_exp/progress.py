@@ -18,6 +18,7 @@ def progress(items: Iterable[T], desc: str, unit: str = "step", total: int | Non
              every: float = 30.0) -> Iterator[T]:
     """Yield ``items``, reporting progress of the stage ``desc`` (``unit``: what one item is)."""
     total = len(items) if total is None and hasattr(items, "__len__") else total
+    units = unit + ("es" if unit.endswith(("s", "x", "ch", "sh")) else "s")
     tty = sys.stderr.isatty()
     start = last = time.perf_counter()
     done = 0
@@ -27,8 +28,8 @@ def progress(items: Iterable[T], desc: str, unit: str = "step", total: int | Non
         now = time.perf_counter()
         if not tty and total and now - last > every and done < total:
             rate = (now - start) / done
-            log.info("%s: %d/%d %ss, %.0f s elapsed, ETA %.0f s", desc, done, total, unit, now - start,
+            log.info("%s: %d/%d %s, %.0f s elapsed, ETA %.0f s", desc, done, total, units, now - start,
                      rate * (total - done))
             last = now
     spent = time.perf_counter() - start
-    log.info("%s: %d %ss in %.1f s (%.2f s/%s)", desc, done, unit, spent, spent / max(done, 1), unit)
+    log.info("%s: %d %s in %.1f s (%.2f s/%s)", desc, done, units, spent, spent / max(done, 1), unit)

@@ -109,7 +109,8 @@ def test_progress_logs_one_closing_line(caplog):
 
     with caplog.at_level("INFO", logger="stat_exp"):
         assert list(progress(range(3), "demo", "window")) == [0, 1, 2]
-    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["demo: 3 windows"]
+        assert list(progress(range(2), "fisher", "batch")) == [0, 1]
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["demo: 3 windows", "fisher: 2 batches"]
 
 
 def test_labelled_batches_mask_padding():
