@@ -70,10 +70,11 @@ def budgets(raw) -> list[float]:
     return sorted(set(out), reverse=True)
 
 
-def _positive_int(cfg, key: str, example: str) -> int:
-    v = cfg.get(key)
+def _positive_int(cfg, key: str, example: str, prefix: str = "") -> int:
+    """``cfg[key]``, or a one-line error naming the override ``prefix + key``."""
+    v, name = cfg.get(key), prefix + key
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise UserError(f"{key}={v!r} must be a positive integer, e.g. {key}={example}")
+        raise UserError(f"{name}={v!r} must be a positive integer, e.g. {name}={example}")
     return v
 
 
@@ -88,9 +89,7 @@ def _check_recover(rec, task_cls, task_name: str) -> None:
     if kind == "none":
         return
     for key, example in (("rank", "8"), ("steps", "64"), ("batch", "1")):
-        v = rec.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserError(f"recover.{key}={v!r} must be a positive integer, e.g. recover.{key}={example}")
+        _positive_int(rec, key, example, "recover.")
     if task_cls.recovery_windows is Task.recovery_windows:
         raise UserError(f"recover=lora trains with the next-token loss on a corpus; task {task_name} is not a "
                         "language-model task: use recover=none, or a task such as wikitext2")
