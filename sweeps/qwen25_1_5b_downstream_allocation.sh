@@ -3,7 +3,7 @@
 # calibration 16 x 2048 C4 train tokens, seed 0: STAT with the allocation that prices downstream growth
 # (allocation=fisher) against today's greedy allocation and Wanda-sp as released, one run (same calibration
 # tokens and windows). The Fisher pass goes one window at a time (task.label_batch_size=1: a 2048-token backward
-# pass of the fp32 model peaks near 21 GB). About 2 h alone on a 2-core CPU; rerunnable (finished rows are skipped).
+# pass peaks near 14 GB with each layer recomputed). About 2 h alone on a 2-core CPU; rerunnable (finished rows are skipped).
 # Studies: results/qwen25_1_5b/downstream_allocation and results/qwen25_1_5b/wikitext2_methods.
 set -euo pipefail
 OUT=${OUT:-outputs/qwen25_1_5b_query_head}
@@ -13,4 +13,4 @@ python run.py model=qwen25_coder_1_5b model.dtype=float32 method=stat_fisher bas
 python -m stat_exp.report results/qwen25_1_5b/downstream_allocation "$OUT" --metric ppl_wikitext2 \
   --methods stat,stat_fisher
 python -m stat_exp.report results/qwen25_1_5b/wikitext2_methods "$OUT" --metric auto --methods stat,flap,wanda_sp \
-  --best-of attn_units
+  --best-of attn_units --pool quant
