@@ -230,7 +230,33 @@ def render(spec: dict, rows: list[dict]) -> dict[str, str]:
         out["best.md"] = best_of(rows, metric, opts["best_of"])
     if opts.get("columns"):
         out["details.md"] = details(rows, metric, opts["columns"], split)
+    if opts.get("times"):
+        out["times.md"] = times(rows)
     return out
+
+
+def times(rows: list[dict]) -> str:
+    """Markdown: per task, each method's cost in seconds, mean over its runs (seeds): calibration (``calibrate_s``,
+    paid once per run whatever the number of budgets) and pruning at one budget (``prune_s``, mean over budgets),
+    and the two together for every budget of the table."""
+    parts = []
+    for task in dict.fromkeys(r.get("task") for r in rows):
+        rt = [r for r in rows if r.get("task") == task and r["method"] != "dense"]
+        nb = len({r["budget"] for r in rt})
+        lines = [f"### {task}: seconds per run\n", f"| method | calibration (once) | pruning (per budget) | "
+                 f"total for {nb} budgets |", "|---|---|---|---|"]
+        for meth in dict.fromkeys(r["method"] for r in rt):
+            rm = [r for r in rt if r["method"] == meth]
+            cal = {r.get("run", ""): r.get("calibrate_s") for r in rm if r.get("calibrate_s") is not None}
+            pr = [r["prune_s"] for r in rm if r.get("prune_s") is not None]
+            if not cal and not pr:
+                continue
+            c = statistics.fmean(cal.values()) if cal else 0.0
+            p = statistics.fmean(pr) if pr else 0.0
+            lines.append(f"| {meth} | {c:.1f} | {p:.2f} | {c + nb * p:.1f} |")
+        parts.append("\n".join(lines) + f"\n\nSeconds on the machine that made the rows, mean over "
+                     f"{len({r.get('run') for r in rt})} run(s); a run computes its statistics once for all its budgets.\n")
+    return "\n".join(parts)
 
 
 def details(rows: list[dict], metric: str, columns: list[str], by: list[str]) -> str:
@@ -404,6 +430,8 @@ def main(argv=None) -> None:
                     "comma-separated columns (e.g. stage_statistics_s,max_rss_gb)")
     ap.add_argument("--xy", default=None, help="also plot the metric against a column, one line per value of another: "
                     "X:LINE (e.g. stage_statistics_s:sketch) -> X.png")
+    ap.add_argument("--times", action="store_true", help="also write times.md: each method's calibration and "
+                    "pruning seconds")
     ap.add_argument("--best-of", default=None, help="also write best.md: each method at its better value of this "
                     "column per budget (e.g. attn_units)")
     a = ap.parse_args(argv)
@@ -426,13 +454,13 @@ def main(argv=None) -> None:
     spec["report"] = {"metric": a.metric, "by": a.by, "pool": [k for k in a.pool.split(",") if k],
                       "methods": a.methods, "best_of": a.best_of,
                       "xy": dict(zip(("x", "line"), a.xy.split(":"))) if a.xy else None,
-                      "columns": a.columns.split(",") if a.columns else None}
+                      "columns": a.columns.split(",") if a.columns else None, "times": a.times}
     key = lambda r: (r.get("run"), r["method"], r["budget"], r.get("seed"))  # noqa: E731
     fresh = {key(r) for r in rows}  # rows of other runs already in the study stay (a sweep run in parts)
     rows = [r for r in read_rows(out / "results.jsonl") if key(r) not in fresh] + rows
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_study(out, spec, rows)
-    spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md", "details.md") if (out / f).exists()] + \
+    spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md", "details.md", "times.md") if (out / f).exists()] + \
         sorted(p.name for p in out.glob("curve*.png")) + ([f"{spec['report']['xy']['x']}.png"] if a.xy else [])
     spec_path.write_text(json.dumps(spec, indent=1, ensure_ascii=False) + "\n")
     (out / "README.md").write_text(study_readme(spec))

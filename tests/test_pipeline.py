@@ -377,3 +377,16 @@ def test_random_bf16_model_curve_saves_and_reloads(tmp_path):
     tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "pruned_stat_0.5")
     ppl = stat_exp.evaluate(back, tok, "wikitext2", seqlen=128, windows=1)["ppl_wikitext2"]
     assert ppl == rows[-1]["ppl_wikitext2"]
+
+
+def test_report_times_pay_calibration_once_and_pruning_per_budget():
+    """times.md: calibration is counted once per run (every budget row of a run repeats it), pruning per budget;
+    seeds (runs) are averaged."""
+    from stat_exp.report import times
+
+    rows = [{"task": "t", "method": "dense", "budget": 1.0, "run": "a"}]
+    for run, cal, prunes in (("a", 10.0, (1.0, 3.0)), ("b", 20.0, (2.0, 2.0))):
+        rows += [{"task": "t", "method": "kwon", "budget": b, "run": run, "calibrate_s": cal, "prune_s": p}
+                 for b, p in zip((0.7, 0.5), prunes)]
+    md = times(rows)
+    assert "| kwon | 15.0 | 2.00 | 19.0 |" in md and "2 run(s)" in md and "dense" not in md
