@@ -67,8 +67,8 @@ def dense_key(cfg, model_cfg, device) -> dict:
     """What the dense row's scores depend on: the model, the task and its evaluation protocol, the precision
     (not the calibration: every job of ``-m calib=…`` shares it)."""
     model = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
-    return {"model": model, "task": OmegaConf.to_container(
-                cfg.task, resolve=True), "seqlen": cfg.seqlen, "eval_windows": cfg.eval_windows,
+    task = {k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "label_batch_size"}
+    return {"model": model, "task": task, "seqlen": cfg.seqlen, "eval_windows": cfg.eval_windows,
             "eval_batch_size": cfg.eval_batch_size, "eval_bos": str(cfg.get("eval_bos", "auto")),
             "dtype": resolve_dtype(cfg.model), "quant": quant_bits(cfg), "device": torch.device(device).type,
             "data_dir": str(Path(cfg.paths.data_dir).resolve()), "v": 1}

@@ -390,3 +390,16 @@ def test_report_times_pay_calibration_once_and_pruning_per_budget():
                  for b, p in zip((0.7, 0.5), prunes)]
     md = times(rows)
     assert "| kwon | 15.0 | 2.00 | 19.0 |" in md and "2 run(s)" in md and "dense" not in md
+
+
+def test_dense_key_ignores_what_does_not_change_a_dense_score():
+    """The labelled batch size feeds gradient methods only, so it must not split the dense row's cache; the
+    evaluation protocol must."""
+    from stat_exp.pipeline import dense_key
+
+    def key(*o):
+        cfg = compose(["model=tiny_llama_gqa", "debug=fast", *o])
+        return dense_key(cfg, cfg.model, "cpu")
+
+    assert key("++task.label_batch_size=1") == key("++task.label_batch_size=4")
+    assert key("eval_windows=2") != key("eval_windows=3")
