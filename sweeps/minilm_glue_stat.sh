@@ -17,5 +17,5 @@ python run.py model=minilm_l6 task=squad_v1 budget=0.6 calib=256 calib_batch_siz
   logger.group=minilm/squad_eval_time task.finetune.train_limit=1000 task.finetune.epochs=1 task.eval_all=true \
   hydra.run.dir="$OUT/squad_eval_time"
 python -m stat_exp.report results/minilm/glue_five_tasks "$OUT/glue_five_tasks" --metric auto
-python -m stat_exp.report results/minilm/squad_methods "$OUT/squad_methods" --metric f1_squad_v1
+python -m stat_exp.report results/minilm/squad_methods "$OUT/squad_methods" --metric f1_squad_v1 --times
 python -m stat_exp.report results/minilm/squad_eval_time "$OUT/squad_eval_time" --metric f1_squad_v1
