@@ -124,6 +124,17 @@ def test_kwon_fisher_is_zero_for_dead_units_and_prunes_them_first():
     assert not set(dead) & set(keep) and len(keep) == len(imp) - 3
 
 
+def test_kwon_fisher_pass_reports_its_progress(caplog):
+    """The Fisher pass over the labelled sample (2048 examples by default) is the long step: it logs a
+    closing line that counts every labelled batch."""
+    model, tok = tiny_model("bert", "seq_cls")
+    ctx, cap = _ctx(model, tok)
+    with caplog.at_level("INFO", logger="stat_exp"):
+        build("kwon", tune=False).calibrate(ctx, cap)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("kwon fisher:")]
+    assert len(lines) == 1 and lines[0].startswith(f"kwon fisher: {len(ctx.labelled)} batches in ")
+
+
 def test_kwon_low_budget_may_empty_a_site():
     model, tok = tiny_model("bert", "seq_cls")
     ctx, cap = _ctx(model, tok)

@@ -38,6 +38,7 @@ from ..core.plan import PrunePlan, SitePlan
 from ..core.units import unit_columns, unit_sum
 from ..engine.capture import Captured, _to, capture_inputs, hooks, walk
 from ..errors import UserError
+from ..progress import progress
 from .base import Method
 
 log = logging.getLogger(__name__)
@@ -212,7 +213,7 @@ class Kwon(Method):
                 for p in model.parameters():
                     p.requires_grad_(False)
                 model.to(ctx.device)
-                for b in ctx.labelled:
+                for b in progress(ctx.labelled, "kwon fisher", unit="batch"):
                     loss = model(**_to(b, ctx.device)).loss
                     grads.append([g.detach().double().cpu() for g in torch.autograd.grad(loss, masks)])
         finally:
