@@ -1,7 +1,7 @@
 """Benchmark the STAT stages on a randomly initialised model of a named shape (no download).
 
     python -m stat_exp.bench shape=llama2_7b calib=256 seqlen=2048 [device=cuda] [dtype=bfloat16]
-                             [place=cpu|device] [budget=0.5] [batch=8] [sketch=gram] [layers=N]
+                             [place=cpu|device] [budget=0.5] [batch=8] [sketch=gram] [sketch_dim=2x] [layers=N]
 
 ``place=cpu`` (default) keeps the model on the host and moves one layer at a time to the device,
 as the pipeline does, so peak device memory is about one layer plus activations and statistics.
@@ -102,8 +102,8 @@ def build(shape: str, dtype, where: str, seed: int = 0, layers: int | None = Non
 
 PARAMS = {"shape": str, "calib": int, "seqlen": int, "device": str, "dtype": str, "place": str, "budget": float,
           "batch": int, "layers": int, "correction": str, "allocation": str, "selection": str, "propagate": str,
-          "sketch": str, "head_space": str}
-STAT_OPTIONS = ("correction", "allocation", "selection", "propagate", "sketch", "head_space")
+          "sketch": str, "sketch_dim": lambda v: int(v) if v.isdigit() else v, "head_space": str}
+STAT_OPTIONS = ("correction", "allocation", "selection", "propagate", "sketch", "sketch_dim", "head_space")
 
 
 def parse(argv: list[str]) -> dict:
@@ -166,6 +166,7 @@ def main(argv: list[str]) -> dict:
            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
            "dtype": str(dtype).split(".")[-1], "place": place, "build_s": round(t_build, 2)}
     res["threads"] = torch.get_num_threads()
+    res["sketch"], res["sketch_dim"] = a.get("sketch", "gram"), a.get("sketch_dim")
     res["peak_fp32_gflops"] = matmul_peak(device, torch.float32)
     res["peak_bf16_gflops"] = matmul_peak(device, torch.bfloat16)
     peak = res["peak_bf16_gflops"] if dtype == torch.bfloat16 else res["peak_fp32_gflops"]

@@ -189,6 +189,8 @@ def test_sweep_interrupted_with_ctrl_c_reruns_only_missing_jobs(tmp_path):
     (["budget=abc"], "budget='abc' is not a number"),
     (["shap=bert_base"], "did you mean 'shape'?"),
     (["layers=0"], "layers=0 must be a positive integer"),
+    (["shape=distilbert", "layers=1", "calib=2", "seqlen=16", "sketch=countsketch", "sketch_dim=abc"],
+     "sketch.dim='abc'; pass a number of rows"),
 ])
 def test_bench_bad_arguments_one_line(args, needle):
     r = subprocess.run([sys.executable, "-m", "stat_exp.bench", *args], cwd=ROOT, capture_output=True, text=True,
@@ -196,6 +198,15 @@ def test_bench_bad_arguments_one_line(args, needle):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and needle in err[0]
+
+
+def test_bench_sketch_dim_is_rows_or_a_multiple_of_the_width():
+    from stat_exp.bench import main, parse
+
+    assert parse(["sketch_dim=300"])["sketch_dim"] == 300 and parse(["sketch_dim=2x"])["sketch_dim"] == "2x"
+    res = main(["shape=distilbert", "layers=1", "calib=2", "seqlen=16", "batch=2", "sketch=countsketch",
+                "sketch_dim=2x"])
+    assert (res["sketch"], res["sketch_dim"]) == ("countsketch", "2x") and res["statistics_s"] > 0
 
 
 def test_bench_help():
