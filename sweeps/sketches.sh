@@ -21,7 +21,7 @@ run() {  # name, overrides...
   local name=$1; shift
   [ -f "$OUT/$name/results.jsonl" ] && grep -q '"method": "stat"' "$OUT/$name/results.jsonl" && return
   mkdir -p "$OUT/$name"
-  /usr/bin/time -v -o "$OUT/$name/time.txt" python run.py "${common[@]}" logger.group="$study" "$@" \
+  /usr/bin/time -v -o "$OUT/$name/time.txt" python run.py "${common[@]}" logger.group=$study "$@" \
     hydra.run.dir="$OUT/$name"
 }
 for v in ${VARIANTS:-exact tsqr countsketch_1x gaussian_1x countsketch_2x gaussian_2x countsketch_4x gaussian_4x}; do
@@ -51,5 +51,5 @@ for d in sorted(p for p in out.iterdir() if (p / "results.jsonl").exists()):
             r["overlap_exact"] = len(got & ref) / len(ref)
     (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 PY
-python -m stat_exp.report "results/$study" "$OUT" --metric ppl_wikitext2 --xy stage_statistics_s:sketch \
+python -m stat_exp.report results/$study "$OUT" --metric ppl_wikitext2 --xy stage_statistics_s:sketch \
   --columns sketch,sketch_dim,overlap_exact,stage_statistics_s,stage_factorization_s,max_rss_gb
