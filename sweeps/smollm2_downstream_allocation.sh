@@ -2,10 +2,14 @@
 # SmolLM2-135M, WikiText-2 (first 10 windows of 1024): STAT's allocation that prices downstream growth
 # (allocation=fisher: each site's ID error curve weighted by the model's Fisher on the site's output) against
 # today's (greedy, residual-normalised), both attention-unit granularities, FLOPs kept 0.9 ... 0.5; calibration
-# 16 x 1024 C4 train tokens, seed 0; the same run, so the same calibration tokens and windows.
+# 16 x 1024 C4 train tokens, seed 0; the same run, so the same calibration tokens and windows. Then the measured
+# propagation (method=stat_propagated: greedy sizes, each layer's error growth measured on the model pruned to
+# them, greedy again on the curves weighted by the growth to the last layer), same tokens and windows (seeded).
 # Study: results/smollm2/downstream_allocation.
 set -euo pipefail
 OUT=${OUT:-outputs/smollm2_downstream_allocation}
 python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher] \
   eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/downstream_allocation hydra.sweep.dir="$OUT" "$@"
+python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] method=stat_propagated \
+  eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/downstream_allocation hydra.sweep.dir="$OUT/propagated" "$@"
 python -m stat_exp.report results/smollm2/downstream_allocation "$OUT" --metric ppl_wikitext2 --best-of attn_units

@@ -1,5 +1,6 @@
 """STAT invariants (STAT.md §7) and every ablation switch on tiny models of all families."""
 import copy
+import dataclasses
 import math
 
 import pytest
@@ -257,6 +258,69 @@ def test_output_fisher_matches_a_perturbation_reference():
     assert max(ref) > 1.1 * min(ref)
 
 
+def test_amplification_matches_a_whole_model_reference():
+    """allocation=propagated's growth A_l = Π_{m>l} γ_m², γ_m² = Σ‖L̃_m(h̃) − L̃_m(h)‖² / Σ‖h̃ − h‖², equals the same
+    ratios computed from the whole pruned and dense models (each layer's inputs hooked, the pruned model's layer
+    m called on the dense model's input); the dense model is left as it was."""
+    from stat_exp.core.plan import PrunePlan
+    from stat_exp.methods.stat import sequential
+    from stat_exp.methods.stat.select import select
+
+    model, _ = tiny_model("llama", layers=4, kv_heads=2)
+    before = copy.deepcopy(model.state_dict())
+    m, x = _calibrated(model, allocation="propagated")
+    n = len(m.ctx.site_keys)
+    counts = [max(1, u // 2) for u in m.ctx.n_units]
+    amp = sequential.amplification(m, counts)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    keeps = [select("qr", m.factors[i]["perm"], counts[i], m.ctx.site(i), m.ctx.seed, i) for i in range(n)]
+    pruned = apply_plan(copy.deepcopy(model), PrunePlan(m.ctx.layered([m.fold(i, k) for i, k in enumerate(keeps)])))
+
+    def layer_inputs(mod, b):
+        got = []
+        hs = [l.register_forward_pre_hook(lambda _m, a, kw: got.append((a[0], kw)), with_kwargs=True)
+              for l in get_adapter(mod).layers(mod)]
+        with torch.no_grad():
+            mod(input_ids=b, use_cache=False)
+        for h in hs:
+            h.remove()
+        return got
+
+    layers = get_adapter(pruned).layers(pruned)
+    num, den = [0.0] * len(layers), [0.0] * len(layers)
+    for b in x.split(4):
+        for li, ((h, kw), (hp, _)) in enumerate(zip(layer_inputs(model, b), layer_inputs(pruned, b))):
+            with torch.no_grad():
+                on = [layers[li](z, **kw) for z in (hp, h)]
+            on = [o[0] if isinstance(o, tuple) else o for o in on]
+            num[li] += float((on[0] - on[1]).double().square().sum())
+            den[li] += float((hp - h).double().square().sum())
+    gains = [a / d for a, d in zip(num[1:], den[1:])]
+    ref = [math.prod(gains[li:]) for li in range(len(layers))]
+    torch.testing.assert_close(torch.tensor(amp), torch.tensor(ref), rtol=1e-4, atol=0)
+    assert amp[-1] == 1.0 and len(set(round(a, 6) for a in amp)) == len(amp)
+
+
+def test_propagated_allocation_keeps_more_where_errors_grow_more(monkeypatch):
+    """With a planted growth of 1e6 after layer 0, the propagated allocation keeps at least the greedy counts in
+    layer 0 and more in total there; the budget still holds."""
+    from stat_exp.methods.stat import sequential
+
+    model, _ = tiny_model("llama", layers=3, kv_heads=2)
+    m, _ = _calibrated(model, allocation="propagated")
+    monkeypatch.setattr(sequential, "amplification", lambda stat, counts: [1e6] + [1.0] * 2)
+    got = m.counts(0.6)
+    propagated, m.opts = m.opts, dataclasses.replace(m.opts, allocation="greedy")
+    base = m.counts(0.6)
+    first = [i for i, (li, _) in enumerate(m.ctx.site_keys) if li == 0]
+    assert all(got[i] >= base[i] for i in first) and sum(got[i] for i in first) > sum(base[i] for i in first)
+    m.opts = propagated
+    p = copy.deepcopy(model)
+    assert m.prune(p, 0.6).meta["counts"] == got
+    dense = model_flops(m.ctx.adapter, model, 16)["prunable"]
+    assert b_low(m, 0.6) <= model_flops(m.ctx.adapter, p, 16)["prunable"] / dense <= 0.6 + 1e-9
+
+
 def test_recomputed_layers_keep_the_gradients_and_save_a_fraction_of_the_activations():
     """Inside ``recomputed`` the Fisher pass's backward saves the layers' inputs, not their insides: the bytes
     saved for backward (counted by an outer saved-tensor hook; the checkpoint's own hooks sit inside it) drop
@@ -326,7 +390,7 @@ def test_budget_one_unchanged_and_respected(tiny):
 
 SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "none")] + \
     [dict(selection=s) for s in ("random", "magnitude")] + \
-    [dict(allocation=a) for a in ("paper", "uniform", "fisher")] + \
+    [dict(allocation=a) for a in ("paper", "uniform", "fisher", "propagated")] + \
     [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(order="ffn_first"),
      dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
     [dict(sketch=k, sketch_dim=64) for k in ("tsqr", "countsketch", "gaussian")]
@@ -374,6 +438,8 @@ MAY_MATCH = {
     ("head_space", "context"): "ranks 2-4 heads per layer: the context and output spaces often agree",
     ("allocation", "fisher"): "re-weights whole sites: on a random 2-layer model the greedy threshold often "
                               "falls at the same pivots",
+    ("allocation", "propagated"): "re-weights whole layers by their measured growth: with two layers, one weight "
+                                  "ratio, often the greedy threshold's pivots",
 }
 
 

@@ -213,14 +213,17 @@ class LayerRun:
         self.out = {name: [None] * len(c.hidden) for name, c in streams.items()}
         self.current: tuple[str, int] = ("", 0)
 
-    def __call__(self, name: str, i: int) -> torch.Tensor:
+    def __call__(self, name: str, i: int, layer: nn.Module | None = None, record: bool = True) -> torch.Tensor:
+        """Batch ``i`` of stream ``name`` through this layer, or through ``layer`` (a variant of it, e.g. a
+        pruned copy, with the same inputs); ``record``: its output becomes the stream's next input."""
         cap = self.streams[name]
         self.current = (name, i)
         args, kwargs = cap.inputs(self.index, i)
         dev, dt = self.device, self.dtype
-        out = self.layer(cap.hidden[i].to(dev, dt), *_to(args, dev, dtype=dt), **_to(kwargs, dev, dtype=dt))
+        out = (layer or self.layer)(cap.hidden[i].to(dev, dt), *_to(args, dev, dtype=dt), **_to(kwargs, dev, dtype=dt))
         out = out[0] if isinstance(out, (tuple, list)) else out
-        self.out[name][i] = out.to(cap.hidden[i].device)
+        if record:
+            self.out[name][i] = out.to(cap.hidden[i].device)
         return out
 
     def all(self, name: str) -> None:

@@ -14,6 +14,9 @@ Options (all ablations; the first value is the default):
 - allocation: greedy (marginal error per cost) | paper (the released scripts' search, STAT.md §4.1) | uniform
               | fisher (greedy on e(k)² · tr F / d, F the model's Fisher on the site's output, ``output_fisher``:
               one forward and backward pass over the calibration batches; replaces ``normalize``)
+              | propagated (greedy sizes, then greedy again on e(k)² · A_l, A_l the measured growth of an error
+              at layer l's output by the last layer in the model pruned to the first sizes,
+              ``sequential.amplification``: one extra walk over the calibration batches per budget)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
 - paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
@@ -44,7 +47,7 @@ from .select import factor, select, selection_order
 from .statistics import cache_path, collect, fisher, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
-           "allocation": ("greedy", "paper", "uniform", "fisher"), "propagate": ("dense", "pruned"),
+           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated"), "propagate": ("dense", "pruned"),
            "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
            "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
@@ -164,7 +167,14 @@ class STAT(Method):
         else:
             resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
             curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
-        return allocate.greedy_counts(curves, costs, B, budget, o.floor)
+        counts = allocate.greedy_counts(curves, costs, B, budget, o.floor)
+        if o.allocation == "propagated":  # price each site's error by its measured growth downstream
+            t = time.perf_counter()
+            amp = sequential.amplification(self, counts)
+            self.timings["propagation_s"] = elapsed(t, ctx.device)
+            curves = [f["err2"].double() * amp[li] for (li, _), f in zip(ctx.site_keys, self.factors)]
+            counts = allocate.greedy_counts(curves, costs, B, budget, o.floor)
+        return counts
 
     def order(self, i: int):
         """The order site ``i`` keeps its units in (``select.selection_order``)."""

@@ -6,13 +6,17 @@ the already-pruned layers before it (sizes always come from the dense allocation
   fits the dense consumer output from the pruned path's kept units, undoing upstream error.
 - ``prune_ffn_first`` (order=ffn_first, the released order): every FFN from the dense statistics, then
   the heads from statistics recomputed on the FFN-pruned model.
+- ``amplification`` (allocation=propagated): how much an error at each layer's output grows by the last
+  layer's, measured on a pruned copy of each layer (the model itself is not changed).
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 
 from ...core.plan import PrunePlan
-from ...engine.capture import hooks, walk
+from ...engine.capture import hooks, real_tokens, walk
 from ...engine.saving import finalize
 from ...engine.surgery import apply_site
 from .fold import fold, fold_to_dense
@@ -107,3 +111,37 @@ def prune_ffn_first(stat, model, budget: float) -> PrunePlan:
         _prune_layer(stat, model_layers[li], {"attn": plan.layers[li]["attn"]})
     finalize(model, ctx.adapter)
     return plan
+
+
+def amplification(stat, counts: list[int]) -> list[float]:
+    """Per layer l, A_l = Π_{m>l} γ_m²: the factor by which a squared error added to the residual stream at
+    layer l's output has grown by the last layer's output, with the gain of layer m measured on the
+    calibration batches as γ_m² = Σ‖L̃_m(h̃) − L̃_m(h)‖² / Σ‖h̃ − h‖² (real tokens only): h and h̃ the dense and
+    the pruned model's streams at layer m's input, L̃_m a copy of layer m pruned and folded at ``counts``. One
+    walk of the dense model, three layer forwards per batch (the dense layer on h, the pruned copy on h and h̃)."""
+    ctx, o = stat.ctx, stat.opts
+    index = {key: i for i, key in enumerate(ctx.site_keys)}
+    gains: list[float] = []
+
+    def visit(li, layer, _stats, run):
+        pruned = copy.deepcopy(layer)
+        for kind, site in ctx.adapter.sites(pruned).items():
+            i = index[(li, kind)]
+            keep = select(o.selection, stat.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)
+            apply_site(site, stat.fold(i, keep))
+        ctx.adapter.after_resize(pruned)
+        dense, mine = run.streams["dense"], run.streams["pruned"]
+        num = den = 0.0
+        for b in range(len(dense.hidden)):
+            run("dense", b)
+            grown = run("pruned", b, pruned) - run("dense", b, pruned, record=False)
+            num += float(real_tokens(grown, dense, b).double().square().sum())
+            den += float(real_tokens(mine.hidden[b] - dense.hidden[b], dense, b).double().square().sum())
+        gains.append(num / den if den > 0 else 1.0)  # layer 0: no incoming error (its gain is never used)
+
+    walk(ctx.model, ctx.adapter, {"dense": stat.cap, "pruned": stat.cap}, ctx.device, visit=visit,
+         desc="stat: measure propagation")
+    amp = [1.0] * len(gains)
+    for li in range(len(gains) - 2, -1, -1):
+        amp[li] = amp[li + 1] * gains[li + 1]
+    return amp
