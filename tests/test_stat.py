@@ -259,9 +259,10 @@ def test_output_fisher_matches_a_perturbation_reference():
 
 
 def test_amplification_matches_a_whole_model_reference():
-    """allocation=propagated's growth A_l = Π_{m>l} γ_m², γ_m² = Σ‖L̃_m(h̃) − L̃_m(h)‖² / Σ‖h̃ − h‖², equals the same
-    ratios computed from the whole pruned and dense models (each layer's inputs hooked, the pruned model's layer
-    m called on the dense model's input); the dense model is left as it was."""
+    """allocation=propagated's growth A_l = Π_{m>l} ρ_m, ρ_m = Σ_t ‖L̃_m(h̃)_t − L̃_m(h)_t‖²/‖L_m(h)_t‖² ÷
+    Σ_t ‖h̃_t − h_t‖²/‖h_t‖², equals the same ratios computed from the whole pruned and dense models (each layer's
+    inputs hooked, the pruned model's layer m called on the dense model's input, L_m(h) the dense model's next
+    layer input); the dense model is left as it was."""
     from stat_exp.core.plan import PrunePlan
     from stat_exp.methods.stat import sequential
     from stat_exp.methods.stat.select import select
@@ -276,9 +277,10 @@ def test_amplification_matches_a_whole_model_reference():
     keeps = [select("qr", m.factors[i]["perm"], counts[i], m.ctx.site(i), m.ctx.seed, i) for i in range(n)]
     pruned = apply_plan(copy.deepcopy(model), PrunePlan(m.ctx.layered([m.fold(i, k) for i, k in enumerate(keeps)])))
 
-    def layer_inputs(mod, b):
+    def layer_io(mod, b):  # each layer's (input, kwargs, output)
         got = []
-        hs = [l.register_forward_pre_hook(lambda _m, a, kw: got.append((a[0], kw)), with_kwargs=True)
+        hs = [l.register_forward_hook(lambda _m, a, kw, out: got.append((a[0], kw, out[0] if isinstance(out, tuple)
+                                                                         else out)), with_kwargs=True)
               for l in get_adapter(mod).layers(mod)]
         with torch.no_grad():
             mod(input_ids=b, use_cache=False)
@@ -286,17 +288,19 @@ def test_amplification_matches_a_whole_model_reference():
             h.remove()
         return got
 
+    def rel(err, ref):
+        return float((err.double().square().sum(-1) / ref.double().square().sum(-1)).sum())
+
     layers = get_adapter(pruned).layers(pruned)
     num, den = [0.0] * len(layers), [0.0] * len(layers)
     for b in x.split(4):
-        for li, ((h, kw), (hp, _)) in enumerate(zip(layer_inputs(model, b), layer_inputs(pruned, b))):
+        for li, ((h, kw, out), (hp, _, _)) in enumerate(zip(layer_io(model, b), layer_io(pruned, b))):
             with torch.no_grad():
                 on = [layers[li](z, **kw) for z in (hp, h)]
             on = [o[0] if isinstance(o, tuple) else o for o in on]
-            num[li] += float((on[0] - on[1]).double().square().sum())
-            den[li] += float((hp - h).double().square().sum())
-    gains = [a / d for a, d in zip(num[1:], den[1:])]
-    ref = [math.prod(gains[li:]) for li in range(len(layers))]
+            num[li] += rel(on[0] - on[1], out)
+            den[li] += rel(hp - h, h)
+    ref = [math.prod(num[m] / den[m] for m in range(li + 1, len(layers))) for li in range(len(layers))]
     torch.testing.assert_close(torch.tensor(amp), torch.tensor(ref), rtol=1e-4, atol=0)
     assert amp[-1] == 1.0 and len(set(round(a, 6) for a in amp)) == len(amp)
 

@@ -14,8 +14,8 @@ Options (all ablations; the first value is the default):
 - allocation: greedy (marginal error per cost) | paper (the released scripts' search, STAT.md §4.1) | uniform
               | fisher (greedy on e(k)² · tr F / d, F the model's Fisher on the site's output, ``output_fisher``:
               one forward and backward pass over the calibration batches; replaces ``normalize``)
-              | propagated (greedy sizes, then greedy again on e(k)² · A_l, A_l the measured growth of an error
-              at layer l's output by the last layer in the model pruned to the first sizes,
+              | propagated (greedy sizes, then greedy again on the normalised curves × A_l, A_l the measured
+              growth of a per-token relative error from layer l's output to the last in the model pruned to them,
               ``sequential.amplification``: one extra walk over the calibration batches per budget)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
@@ -168,11 +168,11 @@ class STAT(Method):
             resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
             curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
         counts = allocate.greedy_counts(curves, costs, B, budget, o.floor)
-        if o.allocation == "propagated":  # price each site's error by its measured growth downstream
+        if o.allocation == "propagated":  # price each site's relative error by its measured growth downstream
             t = time.perf_counter()
             amp = sequential.amplification(self, counts)
             self.timings["propagation_s"] = elapsed(t, ctx.device)
-            curves = [f["err2"].double() * amp[li] for (li, _), f in zip(ctx.site_keys, self.factors)]
+            curves = [c * amp[li] for (li, _), c in zip(ctx.site_keys, curves)]
             counts = allocate.greedy_counts(curves, costs, B, budget, o.floor)
         return counts
 

@@ -12,6 +12,7 @@ the already-pruned layers before it (sizes always come from the dense allocation
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 
@@ -22,6 +23,8 @@ from ...engine.surgery import apply_site
 from .fold import fold, fold_to_dense
 from .select import factor, select
 from .statistics import full, gram, site_stat
+
+log = logging.getLogger("stat_exp")
 
 
 def _keep(stat, site, st: dict, i: int) -> list[int]:
@@ -114,14 +117,20 @@ def prune_ffn_first(stat, model, budget: float) -> PrunePlan:
 
 
 def amplification(stat, counts: list[int]) -> list[float]:
-    """Per layer l, A_l = Π_{m>l} γ_m²: the factor by which a squared error added to the residual stream at
-    layer l's output has grown by the last layer's output, with the gain of layer m measured on the
-    calibration batches as γ_m² = Σ‖L̃_m(h̃) − L̃_m(h)‖² / Σ‖h̃ − h‖² (real tokens only): h and h̃ the dense and
-    the pruned model's streams at layer m's input, L̃_m a copy of layer m pruned and folded at ``counts``. One
-    walk of the dense model, three layer forwards per batch (the dense layer on h, the pruned copy on h and h̃)."""
+    """Per layer l, A_l = Π_{m>l} ρ_m: the factor by which a relative error at layer l's output has grown by the
+    last layer's output. Relative per token, as the next RMS/LayerNorm sees it: with h, h̃ the dense and the pruned
+    model's streams at layer m's input, L_m the layer, L̃_m a copy of it pruned and folded at ``counts``, and sums
+    over the calibration batches' real tokens t,
+        ρ_m = Σ_t ‖L̃_m(h̃)_t − L̃_m(h)_t‖² / ‖L_m(h)_t‖²  ÷  Σ_t ‖h̃_t − h_t‖² / ‖h_t‖².
+    (Unweighted sums would let the few tokens with massive activations decide every gain.) One walk of the dense
+    model, three layer forwards per batch: the dense layer on h, the pruned copy on h and on h̃."""
     ctx, o = stat.ctx, stat.opts
     index = {key: i for i, key in enumerate(ctx.site_keys)}
     gains: list[float] = []
+
+    def rel(err, ref, cap, b):  # Σ_t ‖err_t‖² / ‖ref_t‖² over the batch's real tokens
+        e, r = (real_tokens(x, cap, b).double() for x in (err, ref))
+        return float((e.square().sum(-1) / r.square().sum(-1).clamp_min(1e-30)).sum())
 
     def visit(li, layer, _stats, run):
         pruned = copy.deepcopy(layer)
@@ -133,10 +142,10 @@ def amplification(stat, counts: list[int]) -> list[float]:
         dense, mine = run.streams["dense"], run.streams["pruned"]
         num = den = 0.0
         for b in range(len(dense.hidden)):
-            run("dense", b)
+            out = run("dense", b)
             grown = run("pruned", b, pruned) - run("dense", b, pruned, record=False)
-            num += float(real_tokens(grown, dense, b).double().square().sum())
-            den += float(real_tokens(mine.hidden[b] - dense.hidden[b], dense, b).double().square().sum())
+            num += rel(grown, out, dense, b)
+            den += rel(mine.hidden[b] - dense.hidden[b], dense.hidden[b], dense, b)
         gains.append(num / den if den > 0 else 1.0)  # layer 0: no incoming error (its gain is never used)
 
     walk(ctx.model, ctx.adapter, {"dense": stat.cap, "pruned": stat.cap}, ctx.device, visit=visit,
@@ -144,4 +153,5 @@ def amplification(stat, counts: list[int]) -> list[float]:
     amp = [1.0] * len(gains)
     for li in range(len(gains) - 2, -1, -1):
         amp[li] = amp[li + 1] * gains[li + 1]
+    log.info("stat: measured growth to the last layer, per layer: %s", " ".join(f"{a:.3g}" for a in amp))
     return amp
