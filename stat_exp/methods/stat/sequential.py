@@ -133,12 +133,11 @@ def amplification(stat, counts: list[int]) -> list[float]:
         return float((e.square().sum(-1) / r.square().sum(-1).clamp_min(1e-30)).sum())
 
     def visit(li, layer, _stats, run):
-        pruned = copy.deepcopy(layer)
-        for kind, site in ctx.adapter.sites(pruned).items():
+        pruned, plans = copy.deepcopy(layer), {}
+        for kind in ctx.adapter.sites(layer):
             i = index[(li, kind)]
-            keep = select(o.selection, stat.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)
-            apply_site(site, stat.fold(i, keep))
-        ctx.adapter.after_resize(pruned)
+            plans[kind] = stat.fold(i, select(o.selection, stat.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i))
+        _prune_layer(stat, pruned, plans)
         dense, mine = run.streams["dense"], run.streams["pruned"]
         num = den = 0.0
         for b in range(len(dense.hidden)):
