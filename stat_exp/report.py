@@ -38,11 +38,22 @@ ID_COLS = ("run", "model", "task", "method", "budget", "seed", "calib", "flops_r
 EXTRA = ("latency_ms", "speedup", "calibrate_s", "prune_s")
 
 
+def row_key(r: dict) -> tuple:
+    """What makes a row one result: its run, method, budget and seed."""
+    return r.get("run"), r["method"], r["budget"], r.get("seed")
+
+
 def collect(run_dirs: list[str]) -> list[dict]:
-    rows = []
+    """Every row below ``run_dirs``, named by the run directory it came from; a study folder passed as a source
+    keeps its rows' own run names, and a row met twice (two studies holding the same run) is kept once."""
+    rows, seen = [], set()
     for d in run_dirs:
         for p in sorted(Path(d).rglob("results.jsonl")):
-            rows += [{**r, "run": str(p.parent)} for r in read_rows(p)]
+            for r in read_rows(p):
+                r = {"run": str(p.parent), **r}
+                if row_key(r) not in seen:
+                    seen.add(row_key(r))
+                    rows.append(r)
     return rows
 
 
@@ -455,9 +466,8 @@ def main(argv=None) -> None:
                       "methods": a.methods, "best_of": a.best_of,
                       "xy": dict(zip(("x", "line"), a.xy.split(":"))) if a.xy else None,
                       "columns": a.columns.split(",") if a.columns else None, "times": a.times}
-    key = lambda r: (r.get("run"), r["method"], r["budget"], r.get("seed"))  # noqa: E731
-    fresh = {key(r) for r in rows}  # rows of other runs already in the study stay (a sweep run in parts)
-    rows = [r for r in read_rows(out / "results.jsonl") if key(r) not in fresh] + rows
+    fresh = {row_key(r) for r in rows}  # rows of other runs already in the study stay (a sweep run in parts)
+    rows = [r for r in read_rows(out / "results.jsonl") if row_key(r) not in fresh] + rows
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     write_study(out, spec, rows)
     spec["files"] = [f for f in ("results.jsonl", "table.md", "best.md", "details.md", "times.md") if (out / f).exists()] + \

@@ -5,8 +5,8 @@
 # tokens and windows). The Fisher pass goes one window at a time (task.label_batch_size=1: a 2048-token backward
 # pass peaks near 14 GB with each layer recomputed). About 2 h alone on a 2-core CPU; rerunnable (finished rows are skipped).
 # Then the measured propagation (method=stat_propagated) with KV-group units, STAT's better granularity at 0.8 (its
-# greedy row, 19.11, is in results/qwen25_1_5b/wikitext2_methods): about 70 min alone (statistics walk, one
-# propagation walk, the evaluation; the dense row is in the first run).
+# greedy row, 19.11, is in results/qwen25_1_5b/wikitext2_methods, whose rows the study shows beside): about 60 min
+# alone (statistics walk 19 min, propagation walk 29 min, factorise and fold 4 min, the evaluation 6 min).
 # Studies: results/qwen25_1_5b/downstream_allocation and results/qwen25_1_5b/wikitext2_methods.
 set -euo pipefail
 OUT=${OUT:-outputs/qwen25_1_5b_query_head}
@@ -16,7 +16,8 @@ python run.py model=qwen25_coder_1_5b model.dtype=float32 method=stat_fisher bas
 python run.py model=qwen25_coder_1_5b model.dtype=float32 method=stat_propagated attn_units=kv_group budget=[0.8] \
   dense=false eval_windows=10 paths.cache_max_gb=12 logger=${LOGGER:-wandb} logger.group=qwen25_1_5b/downstream_allocation \
   hydra.run.dir="${OUT}_propagated" "$@"
-python -m stat_exp.report results/qwen25_1_5b/downstream_allocation "$OUT" "${OUT}_propagated" --metric ppl_wikitext2 \
-  --methods stat,stat_fisher,stat_propagated
+python -m stat_exp.report results/qwen25_1_5b/downstream_allocation "$OUT" "${OUT}_propagated" \
+  results/qwen25_1_5b/wikitext2_methods --metric ppl_wikitext2 --methods stat,stat_fisher,stat_propagated,flap,wanda_sp \
+  --best-of attn_units --pool quant
 python -m stat_exp.report results/qwen25_1_5b/wikitext2_methods "$OUT" --metric auto --methods stat,flap,wanda_sp \
   --best-of attn_units --pool quant

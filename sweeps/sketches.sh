@@ -8,19 +8,24 @@
 # cache), each run's peak RSS from /usr/bin/time; then the kept units of every plan are compared with the exact
 # plan's (overlap_exact: fraction of the exact plan's kept units, heads and neurons together, that the variant
 # keeps too). Run it alone: the rows carry times. Rerunnable: a variant with its STAT row is skipped.
+# CACHE=true lets a run read the statistics another run cached (same model, tokens, precision): its row then says
+# statistics=cache and its stage_statistics_s is the read, not a walk (e.g. the exact row on Qwen after
+# sweeps/qwen25_1_5b_downstream_allocation.sh, whose walk time is in that study).
 set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
   smollm2) model=(calib=32); study=smollm2/sketches ;;
-  qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32 calib=16 dense=false); study=qwen25_1_5b/sketches ;;
+  qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32 calib=16 dense=false paths.cache_max_gb=12)
+               study=qwen25_1_5b/sketches ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
 esac
 OUT=${OUT:-outputs/${study/\//_}}
-common=("${model[@]}" budget=[0.8] eval_windows=10 save_model=true method.options.cache=false logger=${LOGGER:-wandb})
+common=("${model[@]}" budget=[0.8] eval_windows=10 save_model=true method.options.cache=${CACHE:-false} logger=${LOGGER:-wandb})
 run() {  # name, overrides...
   local name=$1; shift
   [ -f "$OUT/$name/results.jsonl" ] && grep -q '"method": "stat"' "$OUT/$name/results.jsonl" && return
   mkdir -p "$OUT/$name"
+  if [ "${CACHE:-false}" = true ]; then touch "$OUT/$name/cached"; else rm -f "$OUT/$name/cached"; fi
   /usr/bin/time -v -o "$OUT/$name/time.txt" python run.py "${common[@]}" logger.group=$study "$@" \
     hydra.run.dir="$OUT/$name"
 }
@@ -46,10 +51,11 @@ for d in sorted(p for p in out.iterdir() if (p / "results.jsonl").exists()):
     for r in rows:
         r["max_rss_gb"] = rss / 2**20
         r.setdefault("sketch", "gram")
+        r["statistics"] = "cache" if (d / "cached").exists() else "walk"
         if r["method"] == "stat":
             got = units(json.loads((d / "pruned_stat_0.8" / "plan.json").read_text())["keep"])
             r["overlap_exact"] = len(got & ref) / len(ref)
     (d / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 PY
 python -m stat_exp.report results/$study "$OUT" --metric ppl_wikitext2 --xy stage_statistics_s:sketch \
-  --columns sketch,sketch_dim,overlap_exact,stage_statistics_s,stage_factorization_s,max_rss_gb
+  --columns sketch,sketch_dim,overlap_exact,statistics,stage_statistics_s,stage_factorization_s,max_rss_gb

@@ -109,6 +109,10 @@ def test_report_regenerates_table_and_figure(tmp_path):
     assert "| [res](res/) | q? | a. |" in (tmp_path / "README.md").read_text()  # the index
     report.main([str(tmp_path / "res"), str(tmp_path / "run"), "--metric", "ppl_wikitext2"])  # again: merged, not doubled
     assert len(read_rows(tmp_path / "res" / "results.jsonl")) == 5
+    # a study as a source (another study's runs beside new ones): its rows keep their runs and come once
+    report.main([str(tmp_path / "both"), str(tmp_path / "res"), str(tmp_path / "run"), "--metric", "ppl_wikitext2"])
+    both = read_rows(tmp_path / "both" / "results.jsonl")
+    assert len(both) == 5 and {r["run"] for r in both} == {r["run"] for r in read_rows(tmp_path / "res" / "results.jsonl")}
     report.main([str(tmp_path / "only"), str(tmp_path / "run"), "--metric", "ppl_wikitext2", "--methods", "random"])
     md = (tmp_path / "only" / "table.md").read_text()
     assert "| random |" in md and "| dense |" in md and "| stat |" not in md

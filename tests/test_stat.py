@@ -325,6 +325,23 @@ def test_propagated_allocation_keeps_more_where_errors_grow_more(monkeypatch):
     assert b_low(m, 0.6) <= model_flops(m.ctx.adapter, p, 16)["prunable"] / dense <= 0.6 + 1e-9
 
 
+def test_propagated_stage_timings_count_the_walk_once(monkeypatch):
+    """The propagation walk is its own stage: allocation_s + propagation_s + fold_s add up to the prune's wall time
+    (a walk that sleeps 1 s is counted once, not inside the allocation too)."""
+    import time
+    from stat_exp.methods.stat import sequential
+
+    model, _ = tiny_model("llama", layers=2, kv_heads=2)
+    m, _ = _calibrated(model, allocation="propagated")
+    monkeypatch.setattr(sequential, "amplification", lambda stat, counts: time.sleep(1.0) or [1.0] * 2)
+    t = time.perf_counter()
+    m.prune(copy.deepcopy(model), 0.6)
+    wall = time.perf_counter() - t
+    s = m.timings
+    assert s["propagation_s"] >= 1.0 and s["allocation_s"] < 1.0
+    assert s["allocation_s"] + s["propagation_s"] + s["fold_s"] <= wall + 1e-3
+
+
 def test_recomputed_layers_keep_the_gradients_and_save_a_fraction_of_the_activations():
     """Inside ``recomputed`` the Fisher pass's backward saves the layers' inputs, not their insides: the bytes
     saved for backward (counted by an outer saved-tensor hook; the checkpoint's own hooks sit inside it) drop

@@ -218,8 +218,9 @@ class STAT(Method):
         """One-pass plan: sizes, the first pivots of each site, and the fold from the dense statistics."""
         ctx, o = self.ctx, self.opts
         t = time.perf_counter()
-        counts = self.counts(budget)
-        self.timings["allocation_s"] = elapsed(t, ctx.device)
+        self.timings.pop("propagation_s", None)
+        counts = self.counts(budget)  # allocation=propagated's walk is its own stage, not the allocation's
+        self.timings["allocation_s"] = elapsed(t, ctx.device) - self.timings.get("propagation_s", 0.0)
         sites = []
         for i in progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}", unit="site"):
             sites.append(self.fold(i, select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)))
@@ -234,5 +235,6 @@ class STAT(Method):
             plan = sequential.prune_ffn_first(self, model, budget)
         else:
             plan = super().prune(model, budget)
-        self.timings["fold_s"] = elapsed(t, self.ctx.device) - self.timings.get("allocation_s", 0.0)
+        self.timings["fold_s"] = elapsed(t, self.ctx.device) - self.timings.get("allocation_s", 0.0) - \
+            self.timings.get("propagation_s", 0.0)
         return plan
