@@ -9,8 +9,8 @@
 # plan's (overlap_exact: fraction of the exact plan's kept units, heads and neurons together, that the variant
 # keeps too). Run it alone: the rows carry times. Rerunnable: a variant with its STAT row is skipped.
 # CACHE=true lets a run read the statistics another run cached (same model, tokens, precision): its row then says
-# statistics=cache and its stage_statistics_s is the read, not a walk (e.g. the exact row on Qwen after
-# sweeps/qwen25_1_5b_downstream_allocation.sh, whose walk time is in that study).
+# statistics=cache and no stage_statistics_s (it made no walk; e.g. the exact row on Qwen after
+# sweeps/qwen25_1_5b_downstream_allocation.sh, whose row gives the exact walk's seconds).
 set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
@@ -52,6 +52,8 @@ for d in sorted(p for p in out.iterdir() if (p / "results.jsonl").exists()):
         r["max_rss_gb"] = rss / 2**20
         r.setdefault("sketch", "gram")
         r["statistics"] = "cache" if (d / "cached").exists() else "walk"
+        if r["statistics"] == "cache":
+            r["stage_statistics_s"] = None
         if r["method"] == "stat":
             got = units(json.loads((d / "pruned_stat_0.8" / "plan.json").read_text())["keep"])
             r["overlap_exact"] = len(got & ref) / len(ref)
