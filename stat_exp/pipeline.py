@@ -22,7 +22,7 @@ from .config import command_line, method_options, output_dir, sweep_group, valid
 from .core.cost import CostModel, count_params, model_flops
 from .engine.capture import capture_inputs
 from .engine.models import load, load_config, load_tokenizer, resolve_dtype
-from .engine.card import card_info
+from .engine.card import card_info, unit_counts
 from .engine import quant
 from .engine.placement import compute_dtype, on_device
 from .engine.saving import save_pruned, saved
@@ -96,7 +96,7 @@ def reference(adapter, model, cost: CostModel) -> dict:
 
 def measure(adapter, model, cost: CostModel, dense: dict, method: str, budget: float) -> dict:
     """What a pruned model keeps of ``dense`` (``achieved`` = the constrained quantity's ratio, which must not
-    exceed ``budget``: a method that overshoots raises)."""
+    exceed ``budget``: a method that overshoots raises; ``kept_units``: each layer's units per site kind)."""
     f, achieved = model_flops(adapter, model, cost.seqlen), cost.ratio(adapter, model, dense["cost"])
     if not CostModel.within(achieved, budget):
         raise RuntimeError(f"{method} overshot its budget: kept {achieved:.6f} of the layers' {cost.kind} "
@@ -104,7 +104,8 @@ def measure(adapter, model, cost: CostModel, dense: dict, method: str, budget: f
     return {"method": method, "budget": budget, "budget_kind": cost.kind, "achieved": achieved,
             "flops_ratio": f["prunable"] / dense["flops"]["prunable"],
             "flops_total_ratio": f["total"] / dense["flops"]["total"],
-            "params": count_params(model), "params_ratio": count_params(model) / dense["params"]}
+            "params": count_params(model), "params_ratio": count_params(model) / dense["params"],
+            "kept_units": unit_counts(adapter, model)}
 
 
 class Rows:

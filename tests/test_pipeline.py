@@ -47,11 +47,18 @@ def test_same_seed_same_results(tmp_path):
 
 
 def test_save_model_reloads(tmp_path):
-    run_experiment(_cfg(tmp_path, "save_model=true", "baselines=[]", "budget=0.5"))
+    dense, row = run_experiment(_cfg(tmp_path, "save_model=true", "baselines=[]", "budget=0.5"))
     d = tmp_path / "pruned_stat_0.5"
     m = transformers.AutoModelForCausalLM.from_pretrained(d)
     assert type(m).__name__ == "StatLlamaForCausalLM"
-    assert json.loads((d / "plan.json").read_text())["meta"]["method"] == "stat"
+    plan = json.loads((d / "plan.json").read_text())
+    assert plan["meta"]["method"] == "stat"
+    # the row says what each layer kept: the plan's counts, the saved FFN widths, the dense row's full widths
+    assert row["kept_units"]["ffn"] == [len(p["ffn"]) for p in plan["keep"]] == \
+        [layer.mlp.down_proj.in_features for layer in m.model.layers]
+    assert row["kept_units"]["attn"] == [len(p["attn"]) for p in plan["keep"]]
+    assert dense["kept_units"]["ffn"] == [m.config.intermediate_size] * m.config.num_hidden_layers
+    assert sum(row["kept_units"]["ffn"]) < sum(dense["kept_units"]["ffn"])
     assert torch.isfinite(m(input_ids=torch.tensor([[5, 6, 7]])).logits).all()
 
 

@@ -44,6 +44,15 @@ def test_no_file_or_heading_names_a_ticket():
             assert not hits, (p, hits[:3])
 
 
+def test_every_sweep_a_document_names_exists():
+    """A command quoted in results/, the README or docs/ runs: each ``sweeps/…`` script it names is in sweeps/."""
+    docs = [*RESULTS.rglob("*.md"), *RESULTS.rglob("study.json"), ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+    named = {(p, m) for p in docs for m in re.findall(r"sweeps/[\w./-]+?\.(?:sh|py)\b", p.read_text())}
+    assert len(named) > 20
+    missing = sorted((str(p.relative_to(ROOT)), m) for p, m in named if not (ROOT / m).is_file())
+    assert not missing, missing
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "sweeps").glob("*.sh")
                                           if p.name != "llama2_7b_shape_rehearsal.sh"))
 def test_sweeps_log_to_a_wandb_group_named_after_their_study(script):

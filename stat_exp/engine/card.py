@@ -12,14 +12,19 @@ import json
 from .. import __version__
 
 
+def unit_counts(adapter, model) -> dict[str, list[int]]:
+    """Per site kind, the units each layer holds, e.g. ``{"attn": [2, 3], "ffn": [310, 1536]}``."""
+    sites = [adapter.sites(layer) for layer in adapter.layers(model)]
+    return {k: [s[k].n_units for s in sites] for k in sites[0]}
+
+
 def layer_table(adapter, dense, pruned) -> list[str]:
     """Markdown rows: per layer, the units kept of each site (``kept/dense``), e.g. ``| 3 | 2/3 | 310/1536 |``."""
-    kinds = list(adapter.sites(adapter.layers(dense)[0]))
+    a, b = unit_counts(adapter, dense), unit_counts(adapter, pruned)
     names = {"attn": "attention units kept", "ffn": "FFN neurons kept"}
-    rows = [f"| layer | {' | '.join(names.get(k, k) for k in kinds)} |", "|---" * (1 + len(kinds)) + "|"]
-    for i, (a, b) in enumerate(zip(adapter.layers(dense), adapter.layers(pruned))):
-        sa, sb = adapter.sites(a), adapter.sites(b)
-        rows.append(f"| {i} | " + " | ".join(f"{sb[k].n_units}/{sa[k].n_units}" for k in kinds) + " |")
+    rows = [f"| layer | {' | '.join(names.get(k, k) for k in a)} |", "|---" * (1 + len(a)) + "|"]
+    for i in range(len(next(iter(a.values())))):
+        rows.append(f"| {i} | " + " | ".join(f"{b[k][i]}/{a[k][i]}" for k in a) + " |")
     return rows
 
 
