@@ -104,12 +104,18 @@ def _label(r: dict, by: list[str]) -> str:
     return " ".join([r["method"], *(f"{k}={r.get(k)}" for k in keys)])
 
 
+def _order(v) -> tuple:
+    """Sort key for a split key's values: numbers by value (calib 8 before 16 before 128), then the rest as text."""
+    num = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return (0, v, "") if num else (1, 0, str(v))
+
+
 def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | list[str] | None = None) -> str:
     """Markdown: per task, metric by method × budget; mean ± std over seeds when there are several. ``by``:
     keys that split a method into one line per value (e.g. calib); the dense row is split only by keys that
     change it (not the calibration's)."""
     by = [by] if isinstance(by, str) else list(by or [])
-    rows = sorted(rows, key=lambda r: tuple(str(r.get(k)) for k in by))
+    rows = sorted(rows, key=lambda r: tuple(_order(r.get(k)) for k in by))
     parts = []
     for task in dict.fromkeys(r.get("task") for r in rows):
         rt = [r for r in rows if r.get("task") == task]
