@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Qwen2.5-Coder-1.5B-Instruct: C4 (first 10 windows of 2048) at FLOPs kept 0.7, then STAT's calibration-size curve
-# at 0.7 on WikiText-2 (CALIBS, default 8 16 32 64 sequences of 2048 C4 tokens; about 25 / 15 (cached) / 55 / 95 min
+# at 0.7 on WikiText-2 (CALIBS, default 8 16 32 64 sequences of 2048 C4 tokens; about 25 / 15 (cached) / 55 / 87 min
 # on a 2-core CPU). fp32, KV-group units, seed 0; rerunnable. Studies: results/qwen25_1_5b/c4_0.7 and calibration_size.
 set -euo pipefail
 OUT=${OUT:-outputs/qwen25_1_5b}

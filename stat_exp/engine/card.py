@@ -23,7 +23,7 @@ def layer_table(adapter, dense, pruned) -> list[str]:
     a, b = unit_counts(adapter, dense), unit_counts(adapter, pruned)
     names = {"attn": "attention units kept", "ffn": "FFN neurons kept"}
     rows = [f"| layer | {' | '.join(names.get(k, k) for k in a)} |", "|---" * (1 + len(a)) + "|"]
-    for i in range(len(next(iter(a.values())))):
+    for i in range(len(adapter.layers(dense))):
         rows.append(f"| {i} | " + " | ".join(f"{b[k][i]}/{a[k][i]}" for k in a) + " |")
     return rows
 
