@@ -3,7 +3,8 @@
 # 4x the site's width; WikiText-2 first 10 windows, seed 0. MODEL picks the model and its calibration:
 #   smollm2      SmolLM2-135M, 32 x 1024 C4 tokens (study results/smollm2/sketches; about 25 min alone)
 #   qwen25_1_5b  Qwen2.5-Coder-1.5B fp32, 16 x 2048 C4 tokens, no dense row (results/qwen25_1_5b/sketches;
-#                about 35 min per variant alone on a 2-core CPU: the layer walk, the evaluation, the save)
+#                alone on a 2-core CPU: 32 min for CountSketch 1x, 39-53 min for
+#                CountSketch 2x/4x and Gaussian 1x, about 1.2-2 h each for TSQR and Gaussian 2x/4x)
 # VARIANTS picks the runs (default: all eight). One run per variant, statistics computed (not read from the
 # cache), each run's peak RSS from /usr/bin/time; then the kept units of every plan are compared with the exact
 # plan's (overlap_exact: fraction of the exact plan's kept units, heads and neurons together, that the variant
