@@ -62,6 +62,20 @@ def test_save_model_reloads(tmp_path):
     assert torch.isfinite(m(input_ids=torch.tensor([[5, 6, 7]])).logits).all()
 
 
+
+def test_keep_from_a_saved_plan_reproduces_its_run_and_refolds_with_other_statistics(tmp_path):
+    """method.options.keep_from: the saved plan's units, folded with the new run's statistics (exact → the same
+    scores; a sketch → the same units, another fold)."""
+    _, first = run_experiment(_cfg(tmp_path / "a", "save_model=true", "baselines=[]", "budget=[0.5]"))
+    plan = tmp_path / "a" / "pruned_stat_0.5" / "plan.json"
+    _, same = run_experiment(_cfg(tmp_path / "b", "baselines=[]", "budget=[0.5]", f"method.options.keep_from={plan}"))
+    assert same["keep_from"] == str(plan) and same["kept_units"] == first["kept_units"]
+    assert same["ppl_wikitext2"] == first["ppl_wikitext2"] and same["flops_ratio"] == first["flops_ratio"]
+    _, other = run_experiment(_cfg(tmp_path / "c", "baselines=[]", "budget=[0.5]", "sketch=countsketch",
+                                   "sketch.dim=1x", "method.options.cache=false", f"method.options.keep_from={plan}"))
+    assert other["kept_units"] == first["kept_units"] and other["sketch"] == "countsketch"
+    assert other["ppl_wikitext2"] != first["ppl_wikitext2"]
+
 def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from wandb_reader import history, wait_complete

@@ -1,6 +1,7 @@
 """STAT invariants (STAT.md §7) and every ablation switch on tiny models of all families."""
 import copy
 import dataclasses
+import json
 import math
 
 import pytest
@@ -514,6 +515,39 @@ def test_sequential_equals_dense_pass_on_first_layer():
     assert plan_d.layers[0]["ffn"].keep == plan_s.layers[0]["ffn"].keep
     torch.testing.assert_close(plan_d.layers[0]["ffn"].weight, plan_s.layers[0]["ffn"].weight, atol=1e-4, rtol=1e-4)
 
+
+
+def test_keep_from_keeps_the_plans_units_and_refuses_what_it_cannot_mean(tmp_path):
+    """keep_from with the statistics that made the plan gives the plan back bit for bit; a plan for another
+    budget, model or unit granularity, or beside another allocation, is one line naming the fix."""
+    model, _ = tiny_model("llama")
+    m, _ = _calibrated(model)
+    plan = m.prune(copy.deepcopy(model), 0.6)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan.to_json()))
+    f, _ = _calibrated(model, keep_from=str(path))
+    again = f.prune(copy.deepcopy(model), 0.6)
+    for li, k in m.ctx.site_keys:
+        a, b = plan.layers[li][k], again.layers[li][k]
+        assert a.keep == b.keep and _same(a.weight, b.weight) and _same(a.bias_delta, b.bias_delta)
+    assert again.meta["counts"] == plan.meta["counts"] and f.row_info() == {"keep_from": str(path)}
+    with pytest.raises(UserError, match=r"made at budget 0.6; run it with budget=\[0.6\]"):
+        f.prune(copy.deepcopy(model), 0.5)
+    with pytest.raises(UserError, match="no such plan"):
+        _calibrated(model, keep_from=str(tmp_path / "missing.json"))
+    with pytest.raises(UserError, match="allocation=greedy"):
+        _calibrated(model, keep_from=str(path), allocation="fisher")
+    data = plan.to_json()
+    for bad, match in [({**data, "meta": {**data["meta"], "n_units": [1] * len(m.ctx.site_keys)}}, "another model"),
+                       ({**data, "keep": data["keep"][:1]}, "another model"),
+                       ({**data, "keep": [{**data["keep"][0], "ffn": [0, 0]}, *data["keep"][1:]]}, "not distinct"),
+                       ({**data, "keep": [{**data["keep"][0], "ffn": [10**6]}, *data["keep"][1:]]}, "not distinct")]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=match):
+            _calibrated(model, keep_from=str(path))
+    path.write_text("{}")
+    with pytest.raises(UserError, match="is not a plan.json"):
+        _calibrated(model, keep_from=str(path))
 
 def test_stat_statistics_cache(tmp_path):
     model, _ = tiny_model("llama")

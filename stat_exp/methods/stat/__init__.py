@@ -28,6 +28,9 @@ Options (all ablations; the first value is the default):
 - normalize:  residual (error / residual-stream energy) | layer (/ branch-output energy) | none
 - sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
 - floor:      greedy allocation keeps ≥ ⌈floor · budget · n⌉ units of every site; ridge: LS Tikhonov term
+- keep_from:  null | a saved plan.json: keep its units (sizes and pivots; same model, units and budget) and fold
+              with this run's statistics, e.g. exact statistics with a sketch's plan, to tell a plan's error
+              from the fold's
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ from dataclasses import dataclass, fields
 
 from ...core import allocation as alloc
 from ...core.linalg import make_accumulator
-from ...core.plan import PrunePlan
+from ...core.plan import PrunePlan, read_keeps
 from ...errors import UserError
 from ...latency import elapsed
 from ...progress import progress
@@ -73,6 +76,7 @@ class Options:
     paper_shares: str = "cost"
     paper_head_quirk: bool = False
     paper_sketch: bool = False
+    keep_from: str | None = None
 
     def __post_init__(self):
         for key, allowed in CHOICES.items():
@@ -85,6 +89,10 @@ class Options:
         if self.target == "dense" and self.propagate != "pruned":
             raise UserError("method option target=dense needs propagate=pruned (with one dense pass the "
                             "activations are the dense ones already)")
+        if self.keep_from and (self.propagate, self.order, self.allocation, self.selection) != \
+                ("dense", "joint", "greedy", "qr"):
+            raise UserError("method option keep_from replaces the allocation and selection and folds in one pass; "
+                            "use it with the defaults propagate=dense order=joint allocation=greedy selection=qr")
 
 
 class STAT(Method):
@@ -129,6 +137,7 @@ class STAT(Method):
                               "sizes the sites before it sees the pivots it keeps")
         if o.allocation == "paper":
             ctx.refuse_groups("allocation=paper")
+        self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) if o.keep_from else None  # before the walk
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
         if o.allocation == "fisher":  # before the statistics: its backward pass and their Grams never coexist
             if not ctx.labelled:
@@ -206,25 +215,40 @@ class STAT(Method):
             counts[i] = c
         return counts
 
+    def keeps(self, budget: float) -> list[list[int]]:
+        """Kept units per site at ``budget``: sized by the allocation and chosen by the selection, or the
+        ``keep_from`` plan's (made at this budget)."""
+        ctx, o = self.ctx, self.opts
+        if self.fixed:
+            made_at, keeps = self.fixed
+            if abs(made_at - budget) > 1e-9:
+                raise UserError(f"keep_from={o.keep_from} holds a plan made at budget {made_at:g}; run it with "
+                                f"budget=[{made_at:g}]")
+            return keeps
+        counts = self.counts(budget)
+        return [select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)
+                for i in range(len(ctx.site_keys))]
+
     def row_info(self) -> dict:
         """What a row should say about how the budget was allocated (the released allocation's choices)."""
         if self.opts.allocation != "paper":
             kind, dim = self.sketch
-            return {} if kind == "gram" else {"sketch": kind, "sketch_dim": dim}
+            fixed = {"keep_from": self.opts.keep_from} if self.opts.keep_from else {}
+            return fixed if kind == "gram" else {"sketch": kind, "sketch_dim": dim, **fixed}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
 
     def plan(self, budget: float) -> PrunePlan:
         """One-pass plan: sizes, the first pivots of each site, and the fold from the dense statistics."""
-        ctx, o = self.ctx, self.opts
+        ctx = self.ctx
         t = time.perf_counter()
         self.timings.pop("propagation_s", None)
-        counts = self.counts(budget)  # allocation=propagated's walk is its own stage, not the allocation's
+        keeps = self.keeps(budget)  # allocation=propagated's walk is its own stage, not the allocation's
         self.timings["allocation_s"] = elapsed(t, ctx.device) - self.timings.get("propagation_s", 0.0)
-        sites = []
-        for i in progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}", unit="site"):
-            sites.append(self.fold(i, select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)))
-        return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "counts": counts})
+        sites = [self.fold(i, keeps[i]) for i in progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}",
+                                                          unit="site")]
+        return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "n_units": ctx.n_units,
+                                                   "counts": [len(k) for k in keeps]})
 
     def prune(self, model, budget: float) -> PrunePlan:
         t = time.perf_counter()
