@@ -92,7 +92,7 @@ def fetch(path: Path, compute: Callable[[], object], save: Callable[[object, Pat
             obj = compute()
             files.write_atomic(path, lambda tmp: save(obj, tmp))
             if max_bytes is not None:
-                evict(path.parent, max_bytes, keep=path)
+                evicted(evict(path.parent, max_bytes, keep=path), max_bytes)
         hold(path)
     finally:
         lock.release()
@@ -106,9 +106,9 @@ def load(path: Path):
     return torch.load(path, weights_only=False, mmap=True)
 
 
-def evict(cache_dir: Path, max_bytes: int, keep: Path | None = None) -> list[Path]:
+def evict(cache_dir: Path, max_bytes: int, keep: Path | None = None) -> list[tuple[Path, int]]:
     """Remove the least recently used statistics entries (never ``keep``, never one in use) while the total
-    exceeds ``max_bytes``."""
+    exceeds ``max_bytes``; returns each removed entry with its size in bytes."""
     stats = [p for p in entries(cache_dir) if p.suffix == ".pt"]
     total, removed = sum(p.stat().st_size for p in stats), []
     for p in reversed(stats):
@@ -116,10 +116,20 @@ def evict(cache_dir: Path, max_bytes: int, keep: Path | None = None) -> list[Pat
             break
         if (keep is not None and p == keep) or in_use(p):
             continue
-        total -= p.stat().st_size
+        size = p.stat().st_size
+        total -= size
         remove(p)
-        removed.append(p)
+        removed.append((p, size))
     return removed
+
+
+def evicted(removed: list[tuple[Path, int]], max_bytes: int) -> None:
+    """One line naming what an eviction removed (a bound smaller than one entry evicts the others silently
+    otherwise, e.g. a small model's job with the default bound after a large model's)."""
+    if removed:
+        log.info("cache over paths.cache_max_gb=%.3g: evicted %s (%.2f GB, least recently used); raise "
+                 "paths.cache_max_gb to keep them", max_bytes / 2**30, ", ".join(p.name for p, _ in removed),
+                 sum(n for _, n in removed) / 2**30)
 
 
 def remove(path: Path) -> None:

@@ -114,7 +114,7 @@ def test_eviction_and_clear_skip_an_entry_another_process_reads(tmp_path):
             time.sleep(0.05)
         assert cache.in_use(tmp_path / "stat-0.pt") and not cache.in_use(tmp_path / "stat-1.pt")
         removed = cache.evict(tmp_path, 500)  # stat-0 is the least recently used, but held
-        assert [p.name for p in removed] == ["stat-1.pt"] and (tmp_path / "stat-0.pt").exists()
+        assert [p.name for p, _ in removed] == ["stat-1.pt"] and (tmp_path / "stat-0.pt").exists()
         cache.main(["clear", str(tmp_path)])
         assert (tmp_path / "stat-0.pt").exists()
     finally:

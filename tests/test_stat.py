@@ -2,6 +2,7 @@
 import copy
 import dataclasses
 import json
+import logging
 import math
 
 import pytest
@@ -612,7 +613,7 @@ def test_gram_is_a_new_float64_matrix_and_leaves_the_statistics_alone(packed):
     U.zero_()
     assert torch.equal(st["G"], before)
 
-def test_cache_pack_and_lru_eviction(tmp_path):
+def test_cache_pack_and_lru_eviction(tmp_path, caplog):
     import os
 
     from stat_exp import cache
@@ -629,8 +630,13 @@ def test_cache_pack_and_lru_eviction(tmp_path):
         (tmp_path / f"stat-{i}.json").write_text("{}")
         os.utime(f, (f.stat().st_atime - age, f.stat().st_mtime - age))
     removed = cache.evict(tmp_path, 2500, keep=tmp_path / "stat-0.pt")
-    assert [p.name for p in removed] == ["stat-1.pt"]
+    assert removed == [(tmp_path / "stat-1.pt", 1000)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stat-0.json", "stat-0.pt", "stat-2.json", "stat-2.pt"]
+    with caplog.at_level(logging.INFO, logger="stat_exp.cache"):  # a new entry over the bound says what it evicted
+        cache.fetch(tmp_path / "stat-3.pt", lambda: b"y" * 1000, lambda obj, tmp: tmp.write_bytes(obj),
+                    lambda p: p.read_bytes(), max_bytes=2500)
+    cache.release_all()
+    assert "evicted stat-0.pt (0.00 GB" in caplog.text and "raise paths.cache_max_gb" in caplog.text
     cache.main(["clear", str(tmp_path)])
     assert not list(tmp_path.iterdir())
 
