@@ -124,6 +124,34 @@ def test_sketches_approximate_gram(kind):
 
 
 @pytest.mark.parametrize("kind", ["countsketch", "gaussian"])
+def test_a_sketched_fold_inflates_the_fold_error_as_sketch_and_solve_predicts(kind):
+    """The least-squares fold from a sketch of m rows, keeping k of n columns, leaves on average
+    1 + k / (m − k − 1) times the exact fold's error (Gaussian sketch-and-solve; CountSketch alike): ×4.3 at
+    m = n with k = 0.75 n, ×1.6 at 2n, ×1.2 at 4n. A site that keeps nearly all its units needs m ≫ k."""
+    g = torch.Generator().manual_seed(0)
+    N, n, k = 4000, 40, 30
+    mix = torch.eye(n, dtype=torch.float64) + 0.3 * torch.randn(n, n, generator=g, dtype=torch.float64)
+    Z = torch.randn(N, n, generator=g, dtype=torch.float64) @ mix + 2.0
+    C = linalg.centered(Z.T @ Z, Z.sum(0), N)
+    K, D = list(range(k)), list(range(k, n))
+
+    def err(G):  # the dropped columns' residual after the fold fitted on G, under the exact statistics
+        X = torch.linalg.solve(G[K][:, K], G[K][:, D])
+        return float(torch.trace(C[D][:, D] - X.T @ C[K][:, D] - C[D][:, K] @ X + X.T @ C[K][:, K] @ X))
+
+    exact = err(C)
+    for mult, tol in ((1, 0.25), (2, 0.1), (4, 0.1)):
+        ratios = []
+        for seed in range(30):
+            acc = linalg.make_accumulator(kind, dim=f"{mult}x", seed=seed)
+            for chunk in Z.float().split(500):
+                acc.add(chunk)
+            ratios.append(err(linalg.centered(acc.gram(), acc.s1, acc.n)) / exact)
+        m = mult * n
+        assert sum(ratios) / len(ratios) == pytest.approx(1 + k / (m - k - 1), rel=tol), (mult, ratios)
+
+
+@pytest.mark.parametrize("kind", ["countsketch", "gaussian"])
 def test_sketched_centred_gram_is_psd_where_activations_carry_a_large_mean(kind):
     """FFN-like activations: a large common mean plus small fluctuations. The centred estimate a sketch gives
     (the Schur complement of the sketched [Z 1]) is positive semi-definite and close to the exact ZᵀZ − Nμμᵀ;
