@@ -7,7 +7,7 @@
 #   <sketch>_stats_exact_plan   the sketch's statistics, the exact plan
 # beside the plain runs (exact, and each sketch, with its own plan). MODEL picks the model and its calibration:
 #   smollm2      SmolLM2-135M, 32 x 1024 C4 tokens (as results/smollm2/sketches): the plain runs are made here,
-#                with their models saved for their plan.json; 2-3 min per run, 28 min in all alone
+#                with their models saved for their plan.json; 2-3 min per run, about 26 min in all
 #   qwen25_1_5b  Qwen2.5-Coder-1.5B fp32, 16 x 2048 C4 tokens, no dense row: the plain runs are
 #                sweeps/sketches.sh's (PLANS, default outputs/qwen25_1_5b_sketches; run it first with
 #                VARIANTS="exact countsketch_1x gaussian_1x"); exact statistics from the cache; alone on a 2-core
