@@ -214,6 +214,30 @@ def test_fold_holds_the_new_weight_in_the_models_dtype():
         assert torch.equal(w16, w32.to(torch.bfloat16))
 
 
+def test_the_fold_on_a_nearly_dependent_kept_set_is_huge_unless_the_pivots_or_a_ridge_prevent_it():
+    """Kept units a and b = a + εη and a dropped unit c = η + 0.1r: the least-squares fold writes c as (b − a)/ε and
+    enlarges the consumer weight ~1/ε times, so any error in the kept inputs downstream is amplified as much (Wanda-sp's
+    units at 0.7 on SmolLM2: 497× at one site, results/smollm2/units_vs_compensation). The pivoted Cholesky never keeps
+    both a and b (b's residual is ε), and a ridge of 1e-2 (relative to the Gram's mean diagonal) caps the gain."""
+    from types import SimpleNamespace
+    from stat_exp.methods.stat.fold import fold
+
+    g = torch.Generator().manual_seed(0)
+    a, eta, r = torch.randn(3, 4000, generator=g, dtype=torch.float64)
+    Z = torch.stack([a, a + 1e-4 * eta, eta + 0.1 * r, r], 1)
+    lin = torch.nn.Linear(4, 8).requires_grad_(False)
+    lin.weight.copy_(torch.randn(8, 4, generator=g))
+    site = SimpleNamespace(n_units=4, cols_per_unit=1, consumer_linear=lin)
+    G, st = Z.T @ Z, {"s1": Z.sum(0), "n": len(Z)}
+
+    def gain(keep, ridge):
+        return float(fold(site, G, st, keep, "lstsq_bias", ridge).weight.norm() / lin.weight[:, keep].norm())
+
+    assert gain([0, 1, 3], 1e-8) > 100 and gain([0, 1, 3], 1e-2) < 3
+    pivots = linalg.pivoted_cholesky(G, 3)[0].tolist()
+    assert not {0, 1} <= set(pivots) and gain(sorted(pivots), 1e-8) < 3
+
+
 @pytest.mark.parametrize("fam,kw", [("llama", {}), ("opt", {}), ("bert", {}), ("distilbert", {})])
 def test_planted_redundancy_lossless_with_correction_only(fam, kw):
     model, _ = tiny_model(fam, "causal_lm" if fam in ("llama", "opt") else "base", **kw)
@@ -439,10 +463,11 @@ def test_budget_one_unchanged_and_respected(tiny):
         prev = got
 
 
-SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "none")] + \
+SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "mean", "none")] + \
     [dict(selection=s) for s in ("random", "magnitude")] + \
     [dict(allocation=a) for a in ("paper", "uniform", "fisher", "propagated")] + \
     [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(order="ffn_first"),
+     dict(propagate="pruned", target="dense", correction="mean"),
      dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
     [dict(sketch=k, sketch_dim=64) for k in ("tsqr", "countsketch", "gaussian")]
 
@@ -559,7 +584,7 @@ def test_keep_from_keeps_the_plans_units_and_refuses_what_it_cannot_mean(tmp_pat
     for li, k in m.ctx.site_keys:
         a, b = plan.layers[li][k], again.layers[li][k]
         assert a.keep == b.keep and _same(a.weight, b.weight) and _same(a.bias_delta, b.bias_delta)
-    assert again.meta["counts"] == plan.meta["counts"] and f.row_info() == {"keep_from": str(path)}
+    assert again.meta["counts"] == plan.meta["counts"] and f.row_info() == {"keep_from": str(path), "ridge": 0.0}
     with pytest.raises(UserError, match=r"made at budget 0.6; run it with budget=\[0.6\]"):
         f.prune(copy.deepcopy(model), 0.5)
     with pytest.raises(UserError, match="no such plan"):
@@ -577,6 +602,31 @@ def test_keep_from_keeps_the_plans_units_and_refuses_what_it_cannot_mean(tmp_pat
     path.write_text("{}")
     with pytest.raises(UserError, match="is not a plan.json"):
         _calibrated(model, keep_from=str(path))
+
+@pytest.mark.parametrize("name,correction", [("flap", "mean"), ("wanda_sp", "none")])
+def test_keep_from_a_baselines_plan_with_its_compensation_is_the_baseline(tmp_path, name, correction):
+    """A baseline's saved plan, kept by STAT with the baseline's own compensation (FLAP: the dropped units' mean
+    into the consumer bias, correction=mean; Wanda-sp: none), gives the baseline's pruned model back; STAT's
+    fold on the same units gives another. This is what lets a table put the baselines' units under STAT's fold."""
+    model, _ = tiny_model("llama")
+    b, x = _calibrated(model, name)  # the same calibration tokens as STAT's below
+    theirs = copy.deepcopy(model)
+    plan = b.prune(theirs, 0.6)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan.to_json()))
+    f, _ = _calibrated(model, keep_from=str(path), correction=correction)
+    ours = copy.deepcopy(model)
+    again = f.prune(ours, 0.6)
+    assert [{k: sp.keep for k, sp in lp.items()} for lp in again.layers] == \
+        [{k: sp.keep for k, sp in lp.items()} for lp in plan.layers]
+    if name == "flap":  # the compensation is not a no-op here: without it the model is another one
+        assert any(sp.bias_delta is not None and sp.bias_delta.abs().max() > 1e-3 for lp in again.layers
+                   for sp in lp.values())
+    torch.testing.assert_close(outputs(ours, x), outputs(theirs, x), atol=1e-5, rtol=1e-5)
+    folded = copy.deepcopy(model)
+    _calibrated(model, keep_from=str(path))[0].prune(folded, 0.6)
+    assert (outputs(folded, x) - outputs(theirs, x)).abs().max() > 1e-3
+
 
 def test_stat_statistics_cache(tmp_path):
     model, _ = tiny_model("llama")

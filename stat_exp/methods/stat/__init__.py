@@ -9,7 +9,8 @@ The parts: ``statistics`` (one walk, cached), ``select`` (pivots, error curves, 
 model being pruned). Named recipes (``stat_paper``, ``stat_nocorr``) are option sets in conf/method/.
 
 Options (all ablations; the first value is the default):
-- correction: lstsq_bias (LS with intercept → consumer bias) | lstsq (paper) | none
+- correction: lstsq_bias (LS with intercept → consumer bias) | lstsq (paper) | mean (FLAP's compensation: the
+              dropped units' mean into the consumer bias, no fit) | none
 - selection:  qr | random | magnitude (sizes always come from the QR error curves)
 - allocation: greedy (marginal error per cost) | paper (the released scripts' search, STAT.md §4.1) | uniform
               | fisher (greedy on e(k)² · tr F / d, F the model's Fisher on the site's output, ``output_fisher``:
@@ -49,7 +50,7 @@ from .fold import fold
 from .select import factor, select, selection_order
 from .statistics import cache_path, collect, fisher, full, gram
 
-CHOICES = {"correction": ("lstsq_bias", "lstsq", "none"), "selection": ("qr", "random", "magnitude"),
+CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
            "allocation": ("greedy", "paper", "uniform", "fisher", "propagated"), "propagate": ("dense", "pruned"),
            "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
            "normalize": ("residual", "layer", "none"),
@@ -234,6 +235,10 @@ class STAT(Method):
         if self.opts.allocation != "paper":
             kind, dim = self.sketch
             fixed = {"keep_from": self.opts.keep_from} if self.opts.keep_from else {}
+            if self.opts.correction != "lstsq_bias":  # another fold: the row says which
+                fixed["correction"] = self.opts.correction
+            if self.opts.ridge != Options.ridge:
+                fixed["ridge"] = self.opts.ridge
             return fixed if kind == "gram" else {"sketch": kind, "sketch_dim": dim, **fixed}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}

@@ -8,6 +8,9 @@ ones, folded into the consumer, so it needs no new module.
 | Y      | k·c × d        | X W_Eᵀ, solved in whichever order is cheaper (d vs (n−k)·c)     |
 | W'     | d × k·c        | W_I + W_E Xᵀ, the new consumer weight                          |
 | Δb     | d              | W_E (μ_E − Xᵀ μ_I): the intercept, with the centred Gram        |
+
+``correction=mean`` is FLAP's compensation instead of a fit (X = 0, Δb = W_E μ_E): with ``keep_from`` it puts
+FLAP's rule on any method's units, so a table can tell what the units are worth from what the fold is worth.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from ...core.units import unit_columns
 
 def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridge: float) -> SitePlan:
     """The site plan for ``keep`` with the LS correction of the dropped units (``correction``: lstsq_bias,
-    lstsq, none). ``G`` is the site's uncentred Gram (any float dtype, on the device to compute on); only its
+    lstsq, mean, none). ``G`` is the site's uncentred Gram (any float dtype, on the device to compute on); only its
     kept rows are taken to float64 and, for lstsq_bias, centred with ``st``'s Σz and N (no n × n float64 copy)."""
     sp = SitePlan(keep=keep)
     drop = sorted(set(range(site.n_units)) - set(keep))
@@ -32,6 +35,9 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
     GI, WE = G.index_select(0, I).to(torch.float64), W[:, E]
     mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
+    if correction == "mean":  # FLAP's bias compensation: the dropped units' mean output, no fit
+        sp.bias_delta = (WE @ mu[E]).float().cpu()
+        return sp
     if correction == "lstsq_bias":
         GI.addr_(mu[I], mu, alpha=-st["n"])  # rows I of ZᵀZ − N μμᵀ
     if len(I) == 0:  # nothing kept to fit with
@@ -49,13 +55,15 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
 def fold_to_dense(site, a: dict, keep: list[int], correction: str, ridge: float) -> SitePlan:
     """The dense-target fold: from G' = Z'ᵀZ' (pruned path), C = Z'ᵀZ_d (pruned × dense activations) and
     their sums, W_new = W · C[I]ᵀ (G'_II)⁻¹, so the kept units of the pruned path reproduce the dense
-    consumer output (+ intercept: Δb = W μ_d − W_new μ'_I)."""
+    consumer output (+ intercept: Δb = W μ_d − W_new μ'_I; correction=mean: only Δb = W μ_d − W_I μ'_I)."""
     if correction == "none":
         return SitePlan(keep=keep)
     G, C, n = a["G"], a["C"], max(a["n"], 1)
     I = unit_columns(keep, site.cols_per_unit, G.device)
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)  # (d, n) dense consumer
     mu_p, mu_d = a["s1"] / n, a["sd"] / n
+    if correction == "mean":  # the dense output's mean, no fit
+        return SitePlan(keep=keep, bias_delta=(W @ mu_d - W[:, I] @ mu_p[I]).float().cpu())
     if correction == "lstsq_bias":
         G = G - n * torch.outer(mu_p, mu_p)
         C = C - n * torch.outer(mu_p, mu_d)

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Which part of a method's score is its units and which its compensation: each method's kept units put under each
+# compensation: none; FLAP's (the dropped units' calibration mean into the consumer bias, correction=mean); STAT's
+# least-squares fold with intercept (lstsq_bias). STAT keeps a saved plan's units with method.options.keep_from and
+# folds them with its own statistics of the same calibration tokens. WikiText-2 first 10 windows, seed 0.
+# MODEL picks the model, its calibration and defaults:
+#   smollm2      SmolLM2-135M, 16 x 1024 C4 tokens (as results/smollm2/wikitext2_methods); UNITS query_head (the
+#                better one for STAT and FLAP at 0.8 and 0.7), BUDGETS "0.8 0.7 0.9", PLANS "stat flap wanda_sp",
+#                CORRECTIONS "none mean lstsq_bias", RIDGES 1e-2 (STAT's fold again with that ridge, relative to the
+#                Gram's mean diagonal; the default is 1e-8): about 5 min for the plain runs, 1.3 min per crossed run
+#   qwen25_1_5b  Qwen2.5-Coder-1.5B fp32, 16 x 2048 C4 tokens (as results/qwen25_1_5b/wikitext2_methods); STAT's
+#                statistics from the cache; PLANS flap, CORRECTIONS lstsq_bias; run once per granularity and budget
+#                where FLAP is the best baseline: UNITS=kv_group BUDGETS=0.9 and UNITS=query_head BUDGETS=0.8 (each
+#                about 30 min alone on a 2-core CPU: FLAP's pass 10-17 min, every evaluation about 7)
+# Runs, under OUT/<units>/:
+#   plain/                         STAT and the methods in PLANS with their models saved (their plan.json)
+#   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
+#   <budget>-<units>_lstsq_bias_ridge<r>  the same with STAT's fold at ridge r
+# FLAP's units with correction=mean are FLAP's model and Wanda-sp's with none are Wanda-sp's (tests/test_stat.py): those
+# runs check that on the real model; STAT's units with lstsq_bias are STAT's own row (not rerun).
+# Rerunnable: a run with its STAT row is skipped. Rows name their units by method (keep_from=flap; a method's own
+# rows keep_from=<itself>) and their compensation (correction=; FLAP's own rows mean, Wanda-sp's none).
+set -euo pipefail
+MODEL=${MODEL:-smollm2}
+case $MODEL in
+  smollm2) model=(calib=16); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
+           corrections="none mean lstsq_bias"; ridges=1e-2 ;;
+  qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32 calib=16); units=query_head; budgets=0.8
+               plans=flap; corrections=lstsq_bias; ridges= ;;
+  *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
+esac
+UNITS=${UNITS:-$units}
+BUDGETS=${BUDGETS:-$budgets}
+PLANS=${PLANS:-$plans}
+CORRECTIONS=${CORRECTIONS:-$corrections}
+RIDGES=${RIDGES:-$ridges}
+study=$MODEL/units_vs_compensation
+OUT=${OUT:-outputs/${MODEL}_units_vs_compensation}
+common=("${model[@]}" attn_units=$UNITS eval_windows=10 paths.cache_max_gb=12 logger=${LOGGER:-wandb})
+baselines=$(echo $PLANS | tr ' ' '\n' | grep -v '^stat$' | paste -sd, -)
+python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] baselines=[$baselines] \
+  save_model=true hydra.run.dir="$OUT/$UNITS/plain"
+for b in $BUDGETS; do
+  for p in $PLANS; do
+    for c in $CORRECTIONS; do
+      [ "$p" = stat ] && [ "$c" = lstsq_bias ] && continue  # STAT's own row
+      dir="$OUT/$UNITS/$b-${p}_$c"
+      [ -f "$dir/results.jsonl" ] && grep -q '"method": "stat"' "$dir/results.jsonl" && continue
+      python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method.options.correction=$c \
+        method.options.keep_from="$OUT/$UNITS/plain/pruned_${p}_$b/plan.json" hydra.run.dir="$dir"
+    done
+    for r in $RIDGES; do  # STAT's fold with a larger ridge on the same units
+      dir="$OUT/$UNITS/$b-${p}_lstsq_bias_ridge$r"
+      [ -f "$dir/results.jsonl" ] && grep -q '"method": "stat"' "$dir/results.jsonl" && continue
+      python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method.options.ridge=$r \
+        method.options.keep_from="$OUT/$UNITS/plain/pruned_${p}_$b/plan.json" hydra.run.dir="$dir"
+    done
+  done
+done
+python - "$OUT" <<'PY'
+import json, sys
+from pathlib import Path
+own = {"stat": "lstsq_bias", "flap": "mean", "wanda_sp": "none"}  # each method's own compensation
+for f in Path(sys.argv[1]).glob("*/*/results.jsonl"):  # rows name their units by method and their compensation
+    rows = [json.loads(l) for l in f.read_text().splitlines()]
+    for r in rows:
+        if r["method"] != "dense":
+            kept = str(r.get("keep_from", r["method"]))
+            r["keep_from"] = Path(kept).parent.name.removeprefix("pruned_").rsplit("_", 1)[0] \
+                if kept.endswith("plan.json") else kept
+            r.setdefault("correction", own[r["method"]])
+            if r["correction"] == "lstsq_bias":
+                r.setdefault("ridge", 1e-8)  # STAT's default
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+PY
+python -m stat_exp.report results/$study "$OUT" --metric ppl_wikitext2 --columns keep_from,correction,ridge
