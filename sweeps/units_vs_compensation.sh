@@ -9,11 +9,12 @@
 #                CORRECTIONS "none mean lstsq_bias", RIDGES 1e-2 (STAT's fold again with that ridge, relative to the
 #                Gram's mean diagonal; the default is 1e-8): about 5 min for the plain runs, 1.3 min per crossed run
 #   qwen25_1_5b  Qwen2.5-Coder-1.5B fp32, 16 x 2048 C4 tokens (as results/qwen25_1_5b/wikitext2_methods); STAT's
-#                statistics from the cache; PLANS flap, CORRECTIONS lstsq_bias; run once per granularity and budget
-#                where FLAP is the best baseline: UNITS=kv_group BUDGETS=0.9 and UNITS=query_head BUDGETS=0.8 (each
-#                about 30 min alone on a 2-core CPU: FLAP's pass 10-17 min, every evaluation about 7)
+#                statistics from the cache; PLANS "stat flap", CORRECTIONS lstsq_bias; UNITS query_head, BUDGETS 0.8:
+#                where FLAP is the best baseline (about 45 min alone on a 2-core CPU: FLAP's pass 10-17 min, every
+#                evaluation about 7); at 0.9 it is FLAP with KV-group units: UNITS=kv_group BUDGETS=0.9 PLANS=flap
+#                (STAT's row at 0.9 is results/qwen25_1_5b/wikitext2_methods')
 # Runs, under OUT/<units>/:
-#   plain/                         STAT and the methods in PLANS with their models saved (their plan.json)
+#   plain/                         the methods in PLANS with their models saved (their plan.json)
 #   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
 #   <budget>-<units>_lstsq_bias_ridge<r>  the same with STAT's fold at ridge r
 # FLAP's units with correction=mean are FLAP's model and Wanda-sp's with none are Wanda-sp's (tests/test_stat.py): those
@@ -26,7 +27,7 @@ case $MODEL in
   smollm2) model=(calib=16); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
            corrections="none mean lstsq_bias"; ridges=1e-2 ;;
   qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32 calib=16); units=query_head; budgets=0.8
-               plans=flap; corrections=lstsq_bias; ridges= ;;
+               plans="stat flap"; corrections=lstsq_bias; ridges= ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
 esac
 UNITS=${UNITS:-$units}
@@ -37,8 +38,9 @@ RIDGES=${RIDGES:-$ridges}
 study=$MODEL/units_vs_compensation
 OUT=${OUT:-outputs/${MODEL}_units_vs_compensation}
 common=("${model[@]}" attn_units=$UNITS eval_windows=10 paths.cache_max_gb=12 logger=${LOGGER:-wandb})
-baselines=$(echo $PLANS | tr ' ' '\n' | grep -v '^stat$' | paste -sd, -)
-python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] baselines=[$baselines] \
+set -- $PLANS  # the plain run: the first of PLANS as the job's method, the others beside it
+first=$1; shift; rest=$(echo "$@" | tr ' ' ,)
+python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] method=$first baselines=[$rest] \
   save_model=true hydra.run.dir="$OUT/$UNITS/plain"
 for b in $BUDGETS; do
   for p in $PLANS; do
