@@ -76,6 +76,22 @@ def test_keep_from_a_saved_plan_reproduces_its_run_and_refolds_with_other_statis
     assert other["kept_units"] == first["kept_units"] and other["sketch"] == "countsketch"
     assert other["ppl_wikitext2"] != first["ppl_wikitext2"]
 
+def test_a_baselines_saved_plan_under_its_own_and_under_stats_compensation(tmp_path):
+    """FLAP's saved plan kept by STAT with correction=mean is FLAP's row again; with STAT's fold (and a ridge)
+    it is another; rows say which compensation and ridge they used when not STAT's defaults."""
+    rows = run_experiment(_cfg(tmp_path / "a", "save_model=true", "baselines=[flap]", "budget=[0.5]"))
+    flap = next(r for r in rows if r["method"] == "flap")
+    plan = tmp_path / "a" / "pruned_flap_0.5" / "plan.json"
+    _, mean = run_experiment(_cfg(tmp_path / "b", "baselines=[]", "budget=[0.5]", f"method.options.keep_from={plan}",
+                                  "method.options.correction=mean"))
+    assert mean["correction"] == "mean" and "ridge" not in mean and mean["kept_units"] == flap["kept_units"]
+    assert mean["ppl_wikitext2"] == pytest.approx(flap["ppl_wikitext2"], rel=1e-5)
+    _, fold = run_experiment(_cfg(tmp_path / "c", "baselines=[]", "budget=[0.5]", f"method.options.keep_from={plan}",
+                                  "method.options.ridge=0.01"))
+    assert fold["ridge"] == 0.01 and "correction" not in fold and fold["kept_units"] == flap["kept_units"]
+    assert fold["ppl_wikitext2"] != pytest.approx(flap["ppl_wikitext2"], rel=1e-3)
+
+
 def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from wandb_reader import history, wait_complete
