@@ -81,8 +81,7 @@ def _fmt(metric: str) -> str:
 
 
 PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units",
-            "dtype", "quant", "sketch", "sketch_dim", "keep_from", "correction",
-            "ridge")
+            "dtype", "quant", "sketch", "sketch_dim", "keep_from", "correction", "ridge")
 CALIBRATION_ONLY = ("calib", "calib_data", "attn_units", "sketch", "sketch_dim", "keep_from", "correction", "ridge")  # keys that do not change the dense model's row
 
 

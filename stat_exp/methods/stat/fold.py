@@ -33,11 +33,11 @@ def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridg
     E = unit_columns(drop, site.cols_per_unit, G.device)
     stored = site.consumer_linear.weight.dtype  # the plan holds W' as the model will (bf16: half of fp32)
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
-    GI, WE = G.index_select(0, I).to(torch.float64), W[:, E]
-    mu = st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
-    if correction == "mean":  # FLAP's bias compensation: the dropped units' mean output, no fit
+    WE, mu = W[:, E], st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
+    if correction == "mean":  # FLAP's bias compensation: the dropped units' mean output, no fit (no Gram rows)
         sp.bias_delta = (WE @ mu[E]).float().cpu()
         return sp
+    GI = G.index_select(0, I).to(torch.float64)
     if correction == "lstsq_bias":
         GI.addr_(mu[I], mu, alpha=-st["n"])  # rows I of ZᵀZ − N μμᵀ
     if len(I) == 0:  # nothing kept to fit with
