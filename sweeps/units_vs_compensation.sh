@@ -13,6 +13,9 @@
 #                where FLAP is the best baseline (about 45 min alone on a 2-core CPU: FLAP's pass 10-17 min, every
 #                evaluation about 7); at 0.9 it is FLAP with KV-group units: UNITS=kv_group BUDGETS=0.9 PLANS=flap
 #                (STAT's row at 0.9 is results/qwen25_1_5b/wikitext2_methods')
+# CALIB sets the calibration sequences for every run (default 16); OUT then gains _calib<n>. Qwen at 32 x 2048 (every
+# method on the same tokens): CALIB=32 MODEL=qwen25_1_5b PLANS=flap (FLAP, then FLAP's units under STAT's fold: STAT's
+# statistics walk about 40 min), then CALIB=32 MODEL=qwen25_1_5b UNITS=kv_group PLANS=stat (STAT's own row, cached)
 # Runs, under OUT/<units>/:
 #   plain/                         the methods in PLANS with their models saved (their plan.json)
 #   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
@@ -24,9 +27,9 @@
 set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
-  smollm2) model=(calib=16); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
+  smollm2) model=(); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
            corrections="none mean lstsq_bias"; ridges=1e-2 ;;
-  qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32 calib=16); units=query_head; budgets=0.8
+  qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32); units=query_head; budgets=0.8
                plans="stat flap"; corrections=lstsq_bias; ridges= ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
 esac
@@ -35,9 +38,10 @@ BUDGETS=${BUDGETS:-$budgets}
 PLANS=${PLANS:-$plans}
 CORRECTIONS=${CORRECTIONS:-$corrections}
 RIDGES=${RIDGES:-$ridges}
+CALIB=${CALIB:-16}
 study=$MODEL/units_vs_compensation
-OUT=${OUT:-outputs/${MODEL}_units_vs_compensation}
-common=("${model[@]}" attn_units=$UNITS eval_windows=10 paths.cache_max_gb=12 logger=${LOGGER:-wandb})
+OUT=${OUT:-outputs/${MODEL}_units_vs_compensation$([ "$CALIB" = 16 ] || echo _calib$CALIB)}
+common=("${model[@]}" calib=$CALIB attn_units=$UNITS eval_windows=10 paths.cache_max_gb=12 logger=${LOGGER:-wandb})
 set -- $PLANS  # the plain run: the first of PLANS as the job's method, the others beside it
 first=$1; shift; rest=$(echo "$@" | tr ' ' ,)
 python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] method=$first baselines=[$rest] \

@@ -628,6 +628,48 @@ def test_keep_from_a_baselines_plan_with_its_compensation_is_the_baseline(tmp_pa
     assert (outputs(folded, x) - outputs(theirs, x)).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("units", ["kv_group", "query_head"])
+def test_keep_from_flap_is_flaps_plan_read_from_stats_own_statistics(tmp_path, units):
+    """keep_from=flap: FLAP's units from STAT's statistics of the same tokens (var from the Gram's diagonal) are
+    the units FLAP's own pass keeps; with FLAP's compensation the model is FLAP's, and with STAT's fold it is
+    the fold of FLAP's saved plan, in one run. A random sketch's diagonal is only an estimate: refused."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", kv_heads=2, attn_units=units)
+    b, x = _calibrated(model, "flap")
+    theirs = copy.deepcopy(model)
+    plan = b.prune(theirs, 0.6)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan.to_json()))
+    f, _ = _calibrated(model, keep_from="flap", correction="mean")
+    ours = copy.deepcopy(model)
+    again = f.prune(ours, 0.6)
+    assert [{k: sp.keep for k, sp in lp.items()} for lp in again.layers] == \
+        [{k: sp.keep for k, sp in lp.items()} for lp in plan.layers]
+    assert any(len(sp.keep) < n for lp, n in zip(again.layers, f.ctx.n_units) for sp in lp.values())
+    torch.testing.assert_close(outputs(ours, x), outputs(theirs, x), atol=1e-5, rtol=1e-5)
+    one, _ = _calibrated(model, keep_from="flap")
+    two, _ = _calibrated(model, keep_from=str(path))
+    p1, p2 = one.plan(0.6), two.plan(0.6)
+    for li, k in one.ctx.site_keys:
+        a, c = p1.layers[li][k], p2.layers[li][k]
+        assert a.keep == c.keep and _same(a.weight, c.weight) and _same(a.bias_delta, c.bias_delta)
+    assert one.row_info() == {"keep_from": "flap", "ridge": 0.0}
+    with pytest.raises(UserError, match="keep_from=flap .* use sketch=gram or tsqr"):
+        methods.build("stat", keep_from="flap", sketch="countsketch")
+
+
+def test_gram_diagonal_is_read_from_the_packed_triangle():
+    from stat_exp.methods.stat.statistics import diagonal, pack
+
+    for n in (1, 2, 7, 40):
+        A = torch.randn(n, n)
+        S = A @ A.T
+        for G in (pack(S), S):
+            d = diagonal({"G": G})
+            assert d.dtype == torch.float64 and torch.equal(d, S.diagonal().double())
+
+
 def test_stat_statistics_cache(tmp_path):
     model, _ = tiny_model("llama")
     ad = get_adapter(model)

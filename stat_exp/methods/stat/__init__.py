@@ -31,7 +31,8 @@ Options (all ablations; the first value is the default):
 - floor:      greedy allocation keeps ≥ ⌈floor · budget · n⌉ units of every site; ridge: LS Tikhonov term
 - keep_from:  null | a saved plan.json: keep its units (sizes and pivots; same model, units and budget) and fold
               with this run's statistics, e.g. exact statistics with a sketch's plan, to tell a plan's error
-              from the fold's
+              from the fold's | flap: FLAP's units (its score and global threshold, ``methods.simple.FLAP``)
+              from this run's statistics, var(z_j) = G_jj/N − μ_j², folded as configured (one run, no FLAP pass)
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from dataclasses import dataclass, fields
 from ...core import allocation as alloc
 from ...core.linalg import make_accumulator
 from ...core.plan import PrunePlan, read_keeps
+from ...engine.capture import SiteStats
 from ...errors import UserError
 from ...latency import elapsed
 from ...progress import progress
@@ -48,7 +50,8 @@ from ..base import Method
 from . import allocate, sequential
 from .fold import fold
 from .select import factor, select, selection_order
-from .statistics import cache_path, collect, fisher, full, gram
+from ..simple import FLAP
+from .statistics import cache_path, collect, diagonal, fisher, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
            "allocation": ("greedy", "paper", "uniform", "fisher", "propagated"), "propagate": ("dense", "pruned"),
@@ -94,6 +97,9 @@ class Options:
                 ("dense", "joint", "greedy", "qr"):
             raise UserError("method option keep_from replaces the allocation and selection and folds in one pass; "
                             "use it with the defaults propagate=dense order=joint allocation=greedy selection=qr")
+        if self.keep_from == "flap" and self.sketch not in ("gram", "tsqr"):
+            raise UserError(f"method option keep_from=flap reads each channel's variance from the Gram's diagonal, "
+                            f"which sketch={self.sketch} only estimates; use sketch=gram or tsqr")
 
 
 class STAT(Method):
@@ -138,7 +144,8 @@ class STAT(Method):
                               "sizes the sites before it sees the pivots it keeps")
         if o.allocation == "paper":
             ctx.refuse_groups("allocation=paper")
-        self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) if o.keep_from else None  # before the walk
+        self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) \
+            if o.keep_from and o.keep_from != "flap" else None  # before the walk
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
         if o.allocation == "fisher":  # before the statistics: its backward pass and their Grams never coexist
             if not ctx.labelled:
@@ -226,9 +233,22 @@ class STAT(Method):
                 raise UserError(f"keep_from={o.keep_from} holds a plan made at budget {made_at:g}; run it with "
                                 f"budget=[{made_at:g}]")
             return keeps
+        if o.keep_from == "flap":
+            return self.flap_keeps(budget)
         counts = self.counts(budget)
         return [select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)
                 for i in range(len(ctx.site_keys))]
+
+    def flap_keeps(self, budget: float) -> list[list[int]]:
+        """FLAP's kept units at ``budget``: its score per site (``FLAP.site_score``) on moments read from this
+        run's statistics of the same tokens (Σz, Σz² = diag G, N) and its one global threshold."""
+        ctx, flap = self.ctx, FLAP()
+        scores = []
+        for i, (_, kind) in enumerate(ctx.site_keys):
+            st, moments = self.stat(i), SiteStats()
+            moments.s1, moments.s2, moments.n = st["s1"].double(), diagonal(st), st["n"]
+            scores.append(flap.site_score(ctx.site(i), moments, kind))
+        return alloc.by_score(scores, ctx.costs, ctx.budget(budget), ctx.groups, ctx.group_costs)
 
     def row_info(self) -> dict:
         """What a row should say about how the budget was allocated (the released allocation's choices)."""

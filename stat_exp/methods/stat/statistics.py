@@ -121,6 +121,17 @@ def full(st: dict, dtype=None) -> torch.Tensor:
     return unpack(G, dtype=dtype or G.dtype) if G.dim() == 1 else G.to(dtype or G.dtype)
 
 
+def diagonal(st: dict) -> torch.Tensor:
+    """The Gram's diagonal Σ_t z_tj² in float64, read from the packed upper triangle without unpacking it
+    (row i of the triangle starts at i·n − i(i−1)/2)."""
+    G = st["G"]
+    if G.dim() == 2:
+        return G.diagonal().double()
+    n = int(((8 * G.numel() + 1) ** 0.5 - 1) / 2)
+    i = torch.arange(n, device=G.device)
+    return G[i * n - i * (i - 1) // 2].double()
+
+
 def gram(st: dict, centre: bool, device) -> torch.Tensor:
     """The site's Gram as a new float64 matrix on ``device`` (unpacked straight into float64); centred
     (ZᵀZ − Nμμᵀ, in place) for the intercept correction."""
