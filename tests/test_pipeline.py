@@ -78,7 +78,7 @@ def test_keep_from_a_saved_plan_reproduces_its_run_and_refolds_with_other_statis
 
 def test_a_baselines_saved_plan_under_its_own_and_under_stats_compensation(tmp_path):
     """FLAP's saved plan kept by STAT with correction=mean is FLAP's row again; with STAT's fold (and a ridge)
-    it is another, and keep_from=flap gives that row in one run; rows say which compensation and ridge they used
+    it is another, and method=stat_flap_units (keep_from=flap) gives that row in one run; rows say which compensation and ridge they used
     when not STAT's defaults."""
     rows = run_experiment(_cfg(tmp_path / "a", "save_model=true", "baselines=[flap]", "budget=[0.5]"))
     flap = next(r for r in rows if r["method"] == "flap")
@@ -91,9 +91,9 @@ def test_a_baselines_saved_plan_under_its_own_and_under_stats_compensation(tmp_p
                                   "method.options.ridge=0.01"))
     assert fold["ridge"] == 0.01 and "correction" not in fold and fold["kept_units"] == flap["kept_units"]
     assert fold["ppl_wikitext2"] != pytest.approx(flap["ppl_wikitext2"], rel=1e-3)
-    _, one = run_experiment(_cfg(tmp_path / "d", "baselines=[]", "budget=[0.5]", "method.options.keep_from=flap",
-                                 "method.options.ridge=0.01"))  # FLAP's units in the same run: no saved plan
-    assert one["keep_from"] == "flap" and one["kept_units"] == flap["kept_units"]
+    _, one = run_experiment(_cfg(tmp_path / "d", "baselines=[]", "budget=[0.5]", "method=stat_flap_units",
+                                 "+method.options.ridge=0.01"))  # FLAP's units in the same run: no saved plan
+    assert one["method"] == "stat_flap_units" and one["keep_from"] == "flap" and one["kept_units"] == flap["kept_units"]
     assert one["ppl_wikitext2"] == pytest.approx(fold["ppl_wikitext2"], rel=1e-6)
 
 
