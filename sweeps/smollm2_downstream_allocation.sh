@@ -5,7 +5,9 @@
 # 16 x 1024 C4 train tokens, seed 0; the same run, so the same calibration tokens and windows. Then the measured
 # propagation (method=stat_propagated: greedy sizes, each layer's error growth measured on the model pruned to
 # them, greedy again on the curves weighted by the growth to the last layer), same tokens and windows (seeded).
-# Study: results/smollm2/downstream_allocation.
+# Study: results/smollm2/downstream_allocation. Last, with query heads, STAT, the Fisher allocation and FLAP at 16 and
+# at 32 x 1024 calibration tokens (the three methods on the same tokens in each run; about 8 min alone per run):
+# study results/smollm2/calibration_size_query_heads.
 set -euo pipefail
 OUT=${OUT:-outputs/smollm2_downstream_allocation}
 python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher] \
@@ -13,3 +15,6 @@ python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] bas
 python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] method=stat_propagated \
   eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/downstream_allocation hydra.sweep.dir="$OUT/propagated" "$@"
 python -m stat_exp.report results/smollm2/downstream_allocation "$OUT" --metric ppl_wikitext2 --best-of attn_units
+python run.py -m calib=16,32 attn_units=query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher,flap] \
+  eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/calibration_size_query_heads hydra.sweep.dir="$OUT/calibration" "$@"
+python -m stat_exp.report results/smollm2/calibration_size_query_heads "$OUT/calibration" --metric ppl_wikitext2

@@ -47,10 +47,10 @@ from ...errors import UserError
 from ...latency import elapsed
 from ...progress import progress
 from ..base import Method
+from ..simple import FLAP
 from . import allocate, sequential
 from .fold import fold
 from .select import factor, select, selection_order
-from ..simple import FLAP
 from .statistics import cache_path, collect, diagonal, fisher, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
