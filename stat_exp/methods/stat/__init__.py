@@ -137,7 +137,7 @@ class STAT(Method):
 
     def calibrate(self, ctx, cap) -> None:
         """With allocation=fisher the output Fisher first (its backward pass never beside the Grams), then the
-        statistics (one walk, or the cache), then every site's pivots and error curve."""
+        statistics (one walk, or the cache), then every site's pivots and error curve (none with keep_from)."""
         self.ctx, self.cap, o, self.timings = ctx, cap, self.opts, {}
         if o.propagate == "pruned" or o.order == "ffn_first":
             ctx.refuse_groups("propagate=pruned" if o.propagate == "pruned" else "order=ffn_first",
@@ -157,6 +157,9 @@ class STAT(Method):
         t = time.perf_counter()
         self.stats = collect(ctx, cap, *self.sketch, path, ctx.cache_max_bytes)
         self.timings["statistics_s"] = elapsed(t, ctx.device)
+        if o.keep_from:  # the units are given: no pivots or error curves to compute (5 min on a 1.5B model)
+            self.factors = None
+            return
         t = time.perf_counter()
         quirk = o.allocation == "paper" and o.paper_head_quirk
         self.factors = [factor(ctx.site(i), self.gram(i), o.head_space, o.ridge, quirk, o.normalize == "layer")
