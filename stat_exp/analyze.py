@@ -157,6 +157,9 @@ def analyze(cfg: DictConfig) -> dict:
         raise UserError(f"analyze.budget={budget:g} is outside (0, 1]; e.g. analyze.budget=0.7")
     for name in a.methods:
         methods.resolve(name)  # unknown names fail before loading anything
+    if method_options(cfg, "stat", False).get("keep_from"):
+        raise UserError("the analysis reads STAT's own pivots and error curves, which method.options.keep_from "
+                        "skips: drop keep_from (analyze.methods=[...] picks the methods to compare)")
     task = build_task(cfg)
     model_cfg = task_model(cfg, device)
     model, _ = load(model_cfg)

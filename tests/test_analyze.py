@@ -101,7 +101,8 @@ def test_propagation_lines_per_method(tmp_path):
 def test_bad_analysis_input_is_one_line(tmp_path):
     for args, msg in ((["analyze.budget=1.5"], "analyze.budget=1.5 is outside (0, 1]"),
                       (["analyze.budgte=0.5"], "did you mean 'analyze.budget'"),
-                      (["analyze.methods=[nope]"], "unknown method 'nope'")):
+                      (["analyze.methods=[nope]"], "unknown method 'nope'"),
+                      (["method.options.keep_from=flap"], "drop keep_from")):
         r = subprocess.run([sys.executable, "-m", "stat_exp.analyze", "model=tiny_llama", "debug=fast",
                             f"paths.output_dir={tmp_path}", *args], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)

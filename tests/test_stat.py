@@ -636,6 +636,8 @@ def test_keep_from_flap_is_flaps_plan_read_from_stats_own_statistics(tmp_path, u
     estimate: refused."""
     from conftest import make_tiny
 
+    from stat_exp.methods.stat.statistics import full
+
     model, _ = make_tiny("llama", kv_heads=2, attn_units=units)
     b, x = _calibrated(model, "flap")
     theirs = copy.deepcopy(model)
@@ -645,7 +647,9 @@ def test_keep_from_flap_is_flaps_plan_read_from_stats_own_statistics(tmp_path, u
     monkeypatch.setattr("stat_exp.methods.stat.factor", None)  # given units need no pivots: never factorised
     f, _ = _calibrated(model, keep_from="flap", correction="mean")
     ours = copy.deepcopy(model)
+    monkeypatch.setattr("stat_exp.methods.stat.full", None)  # mean reads Σz and N only: no Gram is unpacked
     again = f.prune(ours, 0.6)
+    monkeypatch.setattr("stat_exp.methods.stat.full", full)
     assert [{k: sp.keep for k, sp in lp.items()} for lp in again.layers] == \
         [{k: sp.keep for k, sp in lp.items()} for lp in plan.layers]
     assert any(len(sp.keep) < n for lp, n in zip(again.layers, f.ctx.n_units) for sp in lp.values())
@@ -938,6 +942,10 @@ def test_fold_equals_the_reference_formula_in_either_solve_order(n_keep):
     sp = fold(site, Z.T @ Z, st, keep, "lstsq_bias", 1e-10)  # fold centres the rows it uses
     torch.testing.assert_close(sp.weight, (W[:, keep] + W[:, drop] @ X.T).float(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sp.bias_delta, (W[:, drop] @ (mu[drop] - X.T @ mu[keep])).float(), atol=1e-5, rtol=1e-5)
+    mean = fold(site, None, st, keep, "mean", 1e-10)  # FLAP's compensation reads no Gram
+    torch.testing.assert_close(mean.bias_delta, (W[:, drop] @ mu[drop]).float(), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs the Gram"):
+        fold(site, None, st, keep, "lstsq", 1e-10)
 
 
 @pytest.mark.parametrize("rows,ridge", [(300, 1e-8), (40, 1e-8), (40, 0.0)])

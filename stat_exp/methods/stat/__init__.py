@@ -49,7 +49,7 @@ from ...progress import progress
 from ..base import Method
 from ..simple import FLAP
 from . import allocate, sequential
-from .fold import fold
+from .fold import FITS, fold
 from .select import factor, select, selection_order
 from .statistics import cache_path, collect, diagonal, fisher, full, gram
 
@@ -172,7 +172,12 @@ class STAT(Method):
     def fold(self, i: int, keep: list[int]):
         """Site ``i``'s plan for the kept units ``keep``, with the configured correction (dense statistics)."""
         o = self.opts
-        return fold(self.ctx.site(i), full(self.stat(i)).to(self.ctx.device), self.stat(i), keep, o.correction, o.ridge)
+        return fold(self.ctx.site(i), self.fit_gram(self.stat(i)), self.stat(i), keep, o.correction, o.ridge)
+
+    def fit_gram(self, st: dict):
+        """A site's full Gram on the device when the correction fits (``fold.FITS``); None for mean and none, which
+        read only Σz and N (no unpacking of an n × n triangle they never use)."""
+        return full(st).to(self.ctx.device) if self.opts.correction in FITS else None
 
     def counts(self, budget: float) -> list[int]:
         """Kept units per site at ``budget`` (a fraction of the dense cost)."""

@@ -20,20 +20,26 @@ from ...core.linalg import ridge_solve
 from ...core.plan import SitePlan
 from ...core.units import unit_columns
 
+FITS = ("lstsq", "lstsq_bias")  # the corrections that fit the dropped units from the kept ones (they read the Gram)
+
 
 def fold(site, G: torch.Tensor, st: dict, keep: list[int], correction: str, ridge: float) -> SitePlan:
     """The site plan for ``keep`` with the LS correction of the dropped units (``correction``: lstsq_bias,
-    lstsq, mean, none). ``G`` is the site's uncentred Gram (any float dtype, on the device to compute on); only its
-    kept rows are taken to float64 and, for lstsq_bias, centred with ``st``'s Σz and N (no n × n float64 copy)."""
+    lstsq, mean, none). ``G`` is the site's uncentred Gram (any float dtype, on the device to compute on; None for
+    mean and none, which read no Gram); only its kept rows are taken to float64 and, for lstsq_bias, centred with
+    ``st``'s Σz and N (no n × n float64 copy)."""
     sp = SitePlan(keep=keep)
     drop = sorted(set(range(site.n_units)) - set(keep))
     if correction == "none" or not drop:
         return sp
-    I = unit_columns(keep, site.cols_per_unit, G.device)
-    E = unit_columns(drop, site.cols_per_unit, G.device)
+    if G is None and correction in FITS:
+        raise ValueError(f"correction={correction} fits the dropped units from the kept ones: it needs the Gram")
+    dev = site.consumer_linear.weight.device if G is None else G.device
+    I = unit_columns(keep, site.cols_per_unit, dev)
+    E = unit_columns(drop, site.cols_per_unit, dev)
     stored = site.consumer_linear.weight.dtype  # the plan holds W' as the model will (bf16: half of fp32)
-    W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
-    WE, mu = W[:, E], st["s1"].to(G.device, torch.float64) / max(st["n"], 1)
+    W = site.consumer_linear.weight.detach().to(dev, torch.float64)
+    WE, mu = W[:, E], st["s1"].to(dev, torch.float64) / max(st["n"], 1)
     if correction == "mean":  # FLAP's bias compensation: the dropped units' mean output, no fit (no Gram rows)
         sp.bias_delta = (WE @ mu[E]).float().cpu()
         return sp

@@ -22,7 +22,7 @@ from ...engine.saving import finalize
 from ...engine.surgery import apply_site
 from .fold import fold, fold_to_dense
 from .select import factor, select
-from .statistics import full, gram, site_stat
+from .statistics import gram, site_stat
 
 log = logging.getLogger("stat_exp")
 
@@ -50,7 +50,7 @@ def prune_sequential(stat, model, budget: float) -> PrunePlan:
         sites, lp = ctx.adapter.sites(layer), {}
         for kind, acc in stats.items():
             st = site_stat(acc)
-            lp[kind] = fold(sites[kind], full(st).to(ctx.device), st, _keep(stat, sites[kind], st, index[(li, kind)]), o.correction, o.ridge)
+            lp[kind] = fold(sites[kind], stat.fit_gram(st), st, _keep(stat, sites[kind], st, index[(li, kind)]), o.correction, o.ridge)
         _prune_layer(stat, layer, lp)
         layers.append(lp)
         run.forget("main")
@@ -110,7 +110,7 @@ def prune_ffn_first(stat, model, budget: float) -> PrunePlan:
             continue
         st = site_stat(stats[li]["attn"])
         site = ctx.adapter.sites(model_layers[li])["attn"]
-        plan.layers[li]["attn"] = fold(site, full(st).to(ctx.device), st, _keep(stat, site, st, i), o.correction, o.ridge)
+        plan.layers[li]["attn"] = fold(site, stat.fit_gram(st), st, _keep(stat, site, st, i), o.correction, o.ridge)
         _prune_layer(stat, model_layers[li], {"attn": plan.layers[li]["attn"]})
     finalize(model, ctx.adapter)
     return plan
