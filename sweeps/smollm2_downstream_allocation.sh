@@ -7,7 +7,9 @@
 # them, greedy again on the curves weighted by the growth to the last layer), same tokens and windows (seeded).
 # Study: results/smollm2/downstream_allocation. Last, with query heads, STAT, the Fisher allocation and FLAP at 16 and
 # at 32 x 1024 calibration tokens (the three methods on the same tokens in each run; about 8 min alone per run):
-# study results/smollm2/calibration_size_query_heads.
+# study results/smollm2/calibration_size_query_heads. Then the same three methods at 16 x 1024 over three calibration
+# draws (seed=0,1,2: the tokens and the Fisher's sampled targets; the windows stay the first 10): how far the
+# draw alone moves each row; study results/smollm2/calibration_seeds_query_heads.
 set -euo pipefail
 OUT=${OUT:-outputs/smollm2_downstream_allocation}
 python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher] \
@@ -18,3 +20,6 @@ python -m stat_exp.report results/smollm2/downstream_allocation "$OUT" --metric 
 python run.py -m calib=16,32 attn_units=query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher,flap] \
   eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/calibration_size_query_heads hydra.sweep.dir="$OUT/calibration" "$@"
 python -m stat_exp.report results/smollm2/calibration_size_query_heads "$OUT/calibration" --metric ppl_wikitext2
+python run.py -m seed=0,1,2 attn_units=query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher,flap] \
+  eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/calibration_seeds_query_heads hydra.sweep.dir="$OUT/seeds" "$@"
+python -m stat_exp.report results/smollm2/calibration_seeds_query_heads "$OUT/seeds" --metric ppl_wikitext2 --columns seed

@@ -13,7 +13,8 @@
 #                where FLAP is the best baseline (about 45 min alone on a 2-core CPU: FLAP's pass 10-17 min, every
 #                evaluation about 7); at 0.9 it is FLAP with KV-group units: UNITS=kv_group BUDGETS=0.9 PLANS=flap
 #                (STAT's row at 0.9 is results/qwen25_1_5b/wikitext2_methods')
-# CALIB sets the calibration sequences for every run (default 16); OUT then gains _calib<n>. Qwen at 32 x 2048 (every
+# CALIB sets the calibration sequences for every run (default 16); OUT then gains _calib<n>. SEED sets the calibration
+# draw (default 0); OUT then gains _seed<n>. CACHE_GB caps the statistics cache (default 12: two Qwen caches). Qwen at 32 x 2048 (every
 # method on the same tokens): CALIB=32 MODEL=qwen25_1_5b PLANS=flap (FLAP, then FLAP's units under STAT's fold: STAT's
 # statistics walk about 40 min), then CALIB=32 MODEL=qwen25_1_5b UNITS=kv_group PLANS=stat (STAT's own row, cached)
 # Runs, under OUT/<units>/:
@@ -22,7 +23,7 @@
 #   <budget>-<units>_lstsq_bias_ridge<r>  the same with STAT's fold at ridge r
 # FLAP's units with correction=mean are FLAP's model and Wanda-sp's with none are Wanda-sp's (tests/test_stat.py): those
 # runs check that on the real model; STAT's units with lstsq_bias are STAT's own row (not rerun).
-# Rerunnable: a run with its STAT row is skipped. Rows name their units by method (keep_from=flap; a method's own
+# Rerunnable: the plain run is skipped once its plans are saved, and a crossed run with its STAT row. Rows name their units by method (keep_from=flap; a method's own
 # rows keep_from=<itself>) and their compensation (correction=; FLAP's own rows mean, Wanda-sp's none).
 set -euo pipefail
 MODEL=${MODEL:-smollm2}
@@ -39,13 +40,16 @@ PLANS=${PLANS:-$plans}
 CORRECTIONS=${CORRECTIONS:-$corrections}
 RIDGES=${RIDGES:-$ridges}
 CALIB=${CALIB:-16}
+SEED=${SEED:-0}
 study=$MODEL/units_vs_compensation
-OUT=${OUT:-outputs/${MODEL}_units_vs_compensation$([ "$CALIB" = 16 ] || echo _calib$CALIB)}
-common=("${model[@]}" calib=$CALIB attn_units=$UNITS eval_windows=10 paths.cache_max_gb=12 logger=${LOGGER:-wandb})
+OUT=${OUT:-outputs/${MODEL}_units_vs_compensation$([ "$CALIB" = 16 ] || echo _calib$CALIB)$([ "$SEED" = 0 ] || echo _seed$SEED)}
+common=("${model[@]}" calib=$CALIB seed=$SEED attn_units=$UNITS eval_windows=10 paths.cache_max_gb=${CACHE_GB:-12} logger=${LOGGER:-wandb})
 set -- $PLANS  # the plain run: the first of PLANS as the job's method, the others beside it
 first=$1; shift; rest=$(echo "$@" | tr ' ' ,)
-python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] method=$first baselines=[$rest] \
-  save_model=true hydra.run.dir="$OUT/$UNITS/plain"
+saved=1  # the plain run is skipped on a rerun once every plan it saves is there
+for b in $BUDGETS; do for p in $PLANS; do [ -f "$OUT/$UNITS/plain/pruned_${p}_$b/plan.json" ] || saved=0; done; done
+[ $saved = 1 ] || python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] method=$first \
+  baselines=[$rest] save_model=true hydra.run.dir="$OUT/$UNITS/plain"
 for b in $BUDGETS; do
   for p in $PLANS; do
     for c in $CORRECTIONS; do
