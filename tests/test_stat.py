@@ -467,6 +467,7 @@ SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "mean", "none")]
     [dict(selection=s) for s in ("random", "magnitude")] + \
     [dict(allocation=a) for a in ("paper", "uniform", "fisher", "propagated")] + \
     [dict(propagate="pruned"), dict(propagate="pruned", target="dense"), dict(order="ffn_first"),
+     dict(propagate="pruned", reselect=False), dict(propagate="pruned", target="dense", reselect=False),
      dict(propagate="pruned", target="dense", correction="mean"),
      dict(head_space="context"), dict(normalize="residual"), dict(normalize="none")] + \
     [dict(sketch=k, sketch_dim=64) for k in ("tsqr", "countsketch", "gaussian")]
@@ -475,7 +476,7 @@ SWITCHES = [dict(correction=c) for c in ("lstsq_bias", "lstsq", "mean", "none")]
 @pytest.mark.parametrize("opts", SWITCHES, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_every_switch_runs(tiny, opts):
     model, _ = tiny
-    additive = opts.get("allocation") == "paper" or "propagate" in opts or "order" in opts
+    additive = opts.get("allocation") == "paper" or "order" in opts
     if additive and any(isinstance(mod, GatheredLinear) for mod in model.modules()):  # per-query-head units
         with pytest.raises(UserError, match="use attn_units=kv_group"):
             _calibrated(model, **opts)
@@ -765,6 +766,97 @@ def test_cache_pack_and_lru_eviction(tmp_path, caplog):
     assert "evicted stat-0.pt (0.00 GB" in caplog.text and "raise paths.cache_max_gb" in caplog.text
     cache.main(["clear", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("units", ["kv_group", "query_head"])
+@pytest.mark.parametrize("target", ["self", "dense"])
+def test_pruned_path_without_reselection_keeps_the_dense_plan_and_refits_its_folds(units, target, tmp_path):
+    """propagate=pruned reselect=false: every site keeps the dense plan's units (so the dense plan's cost, under
+    per-query-head units too); layer 0 sees the dense inputs, so its folds are the dense plan's (target=self);
+    later folds are fitted on the pruned path and differ. A keep_from plan is kept the same way; keep_from with
+    reselection is refused (it would choose other units)."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", attn_units=units, kv_heads=2)
+    md, x = _calibrated(model)
+    ms, _ = _calibrated(model, propagate="pruned", target=target, reselect=False)
+    pd_, ps = copy.deepcopy(model), copy.deepcopy(model)
+    plan_d, plan_s = md.prune(pd_, 0.5), ms.prune(ps, 0.5)
+    keeps = lambda plan: [{k: sp.keep for k, sp in lp.items()} for lp in plan.layers]  # noqa: E731
+    assert keeps(plan_s) == keeps(plan_d) and plan_s.meta["counts"] == plan_d.meta["counts"]
+    dense = model_flops(md.ctx.adapter, model, 16)["prunable"]
+    assert model_flops(md.ctx.adapter, ps, 16)["prunable"] == model_flops(md.ctx.adapter, pd_, 16)["prunable"] <= \
+        0.5 * dense + 1e-9
+    if target == "self":
+        for k, sp in plan_d.layers[0].items():
+            torch.testing.assert_close(plan_s.layers[0][k].weight, sp.weight, atol=1e-4, rtol=1e-4)
+    assert any(not torch.allclose(plan_s.layers[-1][k].weight, sp.weight, atol=1e-4) for k, sp in plan_d.layers[-1].items()
+               if sp.weight is not None)
+    assert ms.row_info()["propagate"] == "pruned" and ms.row_info()["reselect"] is False
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan_d.to_json()))
+    mk, _ = _calibrated(model, keep_from=str(path), propagate="pruned", reselect=False)
+    assert keeps(mk.prune(copy.deepcopy(model), 0.5)) == keeps(plan_d)
+    with pytest.raises(UserError, match="reselect=false"):
+        _calibrated(model, keep_from=str(path), propagate="pruned")
+    with pytest.raises(UserError, match="pass propagate=pruned"):
+        methods.build("stat", reselect=False)
+
+
+@pytest.mark.parametrize("units", ["kv_group", "query_head"])
+def test_pruned_path_reselection_keeps_the_dense_sizes_and_never_more_kv(units):
+    """propagate=pruned (reselect=true): each site keeps as many units as the dense plan gives it; KV groups are
+    chosen again freely (another cost only through which groups, all equal here), query heads under GQA only among
+    the heads of the KV groups the dense plan keeps there, so the pruned model never costs more than the dense
+    plan's. Layer 0 sees the dense inputs: its units are the dense plan's."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", attn_units=units, kv_heads=2, layers=3)
+    md, x = _calibrated(model)
+    ms, _ = _calibrated(model, propagate="pruned")
+    pd_, ps = copy.deepcopy(model), copy.deepcopy(model)
+    plan_d, plan_s = md.prune(pd_, 0.5), ms.prune(ps, 0.5)
+    assert plan_s.meta["counts"] == plan_d.meta["counts"]
+    assert [sp.keep for sp in plan_s.layers[0].values()] == [sp.keep for sp in plan_d.layers[0].values()]
+    ad = md.ctx.adapter
+    assert model_flops(ad, ps, 16)["prunable"] <= model_flops(ad, pd_, 16)["prunable"] + 1e-9
+    for li, lp in enumerate(plan_s.layers):
+        groups = ad.sites(ad.layers(model)[li])["attn"].groups
+        if groups is not None:
+            assert {groups[u] for u in lp["attn"].keep} <= {groups[u] for u in plan_d.layers[li]["attn"].keep}
+    assert torch.isfinite(outputs(ps, x)).all()
+
+
+def test_within_groups_is_the_pivoted_qr_of_the_allowed_heads():
+    """``within_groups`` against a reference: with every group allowed, the first k pivots of the heads' output
+    Gram (``select.factor``'s order); with one group allowed, the pivots of that group's heads alone, by a plain
+    greedy pivoted Cholesky."""
+    from conftest import make_tiny
+
+    from stat_exp.core.linalg import unit_output_gram
+    from stat_exp.methods.stat.select import factor
+    from stat_exp.methods.stat.sequential import within_groups
+    from stat_exp.methods.stat.statistics import gram
+
+    model, _ = make_tiny("llama", attn_units="query_head", kv_heads=2)
+    m, _ = _calibrated(model, propagate="pruned")
+    i = next(i for i, (_, k) in enumerate(m.ctx.site_keys) if k == "attn")
+    site, G = m.ctx.site(i), gram(m.stat(i), True, "cpu")
+    perm = factor(site, G.clone(), "output", 0.0)["perm"].tolist()
+    for k in range(1, site.n_units + 1):
+        assert within_groups(site, G, perm[:k], "output") == sorted(perm[:k]) or \
+            {site.groups[u] for u in perm[:k]} != set(site.groups)
+    everyone = sorted(set(site.groups))
+    assert within_groups(site, G, list(range(site.n_units)), "output") == list(range(site.n_units))
+    heads = [u for u in range(site.n_units) if site.groups[u] == everyone[-1]]
+    W = site.consumer_linear.weight.detach().double()
+    Gu = unit_output_gram(G, W, site.cols_per_unit)[heads][:, heads].clone()
+    order = []
+    for _ in range(2):  # greedy: the largest residual diagonal, then its Schur complement
+        j = int(torch.diagonal(Gu).argmax())
+        order.append(heads[j])
+        Gu = Gu - torch.outer(Gu[:, j], Gu[j]) / Gu[j, j]
+    assert within_groups(site, G, heads[:2], "output") == sorted(order)
 
 
 def test_dense_target_at_full_budget_is_identity():

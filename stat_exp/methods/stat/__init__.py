@@ -24,6 +24,10 @@ Options (all ablations; the first value is the default):
 - paper_sketch: false | true (opt variant: the released block Gaussian sketch, 100 rows per calibration batch)
 - propagate:  dense (one pass, as the released code) | pruned (sequential, statistics on pruned inputs)
 - target:     self | dense (propagate=pruned: fit the dense model's consumer output)
+- reselect:   true | false (propagate=pruned: choose each site's units again from its pruned-path statistics, at
+              the dense allocation's sizes (query heads under GQA: among the heads of the KV groups the dense plan
+              keeps, so never more K/V; selection=qr), or keep the dense plan's units (allocation, selection or
+              keep_from) and refit only the fold on the pruned path)
 - order:      joint | ffn_first (released: FFNs first, head statistics on the FFN-pruned model)
 - head_space: output (columns vec(W_o,h c_h)) | context (paper: columns vec(c_h))
 - normalize:  residual (error / residual-stream energy) | layer (/ branch-output energy) | none
@@ -68,6 +72,7 @@ class Options:
     allocation: str = "greedy"
     propagate: str = "dense"
     target: str = "self"
+    reselect: bool = True
     order: str = "joint"
     head_space: str = "output"
     normalize: str = "residual"
@@ -90,13 +95,17 @@ class Options:
         if d is not None and not ((isinstance(d, int) and d > 0) or (isinstance(d, str) and d.endswith("x") and
                                                                    d[:-1].replace(".", "", 1).isdigit())):
             raise UserError(f"sketch.dim={d!r}; pass a number of rows, k × the site width as '2x', or null")
+        if not self.reselect and self.propagate != "pruned":
+            raise UserError("method option reselect=false keeps the dense plan's units while propagate=pruned refits "
+                            "their folds; pass propagate=pruned")
         if self.target == "dense" and self.propagate != "pruned":
             raise UserError("method option target=dense needs propagate=pruned (with one dense pass the "
                             "activations are the dense ones already)")
-        if self.keep_from and (self.propagate, self.order, self.allocation, self.selection) != \
-                ("dense", "joint", "greedy", "qr"):
-            raise UserError("method option keep_from replaces the allocation and selection and folds in one pass; "
-                            "use it with the defaults propagate=dense order=joint allocation=greedy selection=qr")
+        if self.keep_from and ((self.order, self.allocation, self.selection) != ("joint", "greedy", "qr") or
+                               (self.propagate == "pruned" and self.reselect)):
+            raise UserError("method option keep_from replaces the allocation and selection; use it with the defaults "
+                            "order=joint allocation=greedy selection=qr, and with propagate=pruned only with "
+                            "reselect=false (the plan's units, folds refitted on the pruned path)")
         if self.keep_from == "flap" and self.sketch not in ("gram", "tsqr"):
             raise UserError(f"method option keep_from=flap reads each channel's variance from the Gram's diagonal, "
                             f"which sketch={self.sketch} only estimates; use sketch=gram or tsqr")
@@ -139,9 +148,11 @@ class STAT(Method):
         """With allocation=fisher the output Fisher first (its backward pass never beside the Grams), then the
         statistics (one walk, or the cache), then every site's pivots and error curve (none with keep_from)."""
         self.ctx, self.cap, o, self.timings = ctx, cap, self.opts, {}
-        if o.propagate == "pruned" or o.order == "ffn_first":
-            ctx.refuse_groups("propagate=pruned" if o.propagate == "pruned" else "order=ffn_first",
-                              "sizes the sites before it sees the pivots it keeps")
+        if o.order == "ffn_first":
+            ctx.refuse_groups("order=ffn_first", "sizes the sites before it sees the pivots it keeps")
+        if o.propagate == "pruned" and o.reselect and o.selection != "qr" and ctx.grouped:
+            raise UserError(f"propagate=pruned chooses query heads again by their pivots, not selection={o.selection}; "
+                            "use selection=qr or method.options.reselect=false")
         if o.allocation == "paper":
             ctx.refuse_groups("allocation=paper")
         self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) \
@@ -267,6 +278,9 @@ class STAT(Method):
                 fixed["correction"] = self.opts.correction
             if self.opts.ridge != Options.ridge:
                 fixed["ridge"] = self.opts.ridge
+            for key in ("propagate", "target", "reselect", "order"):  # a sequential variant: the row says which
+                if getattr(self.opts, key) != getattr(Options, key):
+                    fixed[key] = getattr(self.opts, key)
             return fixed if kind == "gram" else {"sketch": kind, "sketch_dim": dim, **fixed}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
@@ -285,9 +299,10 @@ class STAT(Method):
 
     def prune(self, model, budget: float) -> PrunePlan:
         t = time.perf_counter()
-        if self.opts.propagate == "pruned":
-            self.counts_now = self.counts(budget)
-            plan = sequential.prune_sequential(self, model, budget)
+        if self.opts.propagate == "pruned":  # sizes (reselect) or the units themselves from the dense statistics
+            fixed = self.keeps(budget) if not self.opts.reselect or self.ctx.grouped else None
+            self.counts_now = self.counts(budget) if fixed is None else [len(k) for k in fixed]
+            plan = sequential.prune_sequential(self, model, budget, fixed)
         elif self.opts.order == "ffn_first":
             plan = sequential.prune_ffn_first(self, model, budget)
         else:

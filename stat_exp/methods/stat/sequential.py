@@ -1,7 +1,8 @@
 """STAT's sequential variants: they walk the model being pruned, so each layer's statistics come from
 the already-pruned layers before it (sizes always come from the dense allocation).
 
-- ``prune_sequential`` (propagate=pruned): per layer, statistics on the pruned path, select, fold.
+- ``prune_sequential`` (propagate=pruned): per layer, statistics on the pruned path, select (query heads under GQA:
+  within the dense plan's KV groups; or keep the dense plan's units: reselect=false), fold.
 - ``dense_target`` (propagate=pruned, target=dense): two streams per layer, dense and pruned; the fold
   fits the dense consumer output from the pruned path's kept units, undoing upstream error.
 - ``prune_ffn_first`` (order=ffn_first, the released order): every FFN from the dense statistics, then
@@ -20,6 +21,7 @@ from ...core.plan import PrunePlan
 from ...engine.capture import hooks, real_tokens, walk
 from ...engine.saving import finalize
 from ...engine.surgery import apply_site
+from ...core.linalg import block_trace, pivoted_cholesky, unit_output_gram
 from .fold import fold, fold_to_dense
 from .select import factor, select
 from .statistics import gram, site_stat
@@ -27,11 +29,31 @@ from .statistics import gram, site_stat
 log = logging.getLogger("stat_exp")
 
 
-def _keep(stat, site, st: dict, i: int) -> list[int]:
-    """Kept units of site ``i`` (the walked model's ``site``) from its statistics on the pruned path."""
+def _keep(stat, site, st: dict, i: int, fixed: list | None) -> list[int]:
+    """Kept units of site ``i`` (the walked model's ``site``, not yet pruned): the dense plan's (``fixed``, with
+    reselect=false), or chosen again from its statistics on the pruned path, as many as the dense allocation gives
+    it. Query heads under GQA (``site.groups``) are chosen again among the heads of the KV groups the dense plan
+    keeps there, so the shared K/V the plan pays for never grows."""
     o = stat.opts
-    f = factor(site, gram(st, o.correction == "lstsq_bias", stat.ctx.device), o.head_space, o.ridge)
+    if not o.reselect:
+        return fixed[i]
+    G = gram(st, o.correction == "lstsq_bias", stat.ctx.device)
+    if site.groups is not None:
+        return within_groups(site, G, fixed[i], o.head_space)
+    f = factor(site, G, o.head_space, o.ridge)
     return select(o.selection, f["perm"], stat.counts_now[i], stat.ctx.site(i), stat.ctx.seed, i)
+
+
+def within_groups(site, G, planned: list[int], head_space: str) -> list[int]:
+    """len(planned) query heads by the pivoted QR of the heads' outputs (Gu, as ``select.factor``), restricted to
+    the heads of the KV groups that ``planned`` touches."""
+    touched = {site.groups[u] for u in planned}
+    allowed = torch.tensor([u for u in range(site.n_units) if site.groups[u] in touched])
+    W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
+    size = site.cols_per_unit
+    Gu = block_trace(G, size) if head_space == "context" else unit_output_gram(G, W, size)
+    P, _, _ = pivoted_cholesky(Gu[allowed][:, allowed])
+    return sorted(allowed[P[:len(planned)].cpu()].tolist())
 
 
 def _prune_layer(stat, layer, plans: dict) -> None:
@@ -41,7 +63,9 @@ def _prune_layer(stat, layer, plans: dict) -> None:
     stat.ctx.adapter.after_resize(layer)
 
 
-def prune_sequential(stat, model, budget: float) -> PrunePlan:
+def prune_sequential(stat, model, budget: float, fixed: list | None = None) -> PrunePlan:
+    """Per layer, in order: the statistics of its sites on the model whose earlier layers are pruned, their kept
+    units (``_keep``: ``fixed[i]`` is site i's in the dense plan), the fold, the surgery."""
     ctx, o = stat.ctx, stat.opts
     index = {key: i for i, key in enumerate(ctx.site_keys)}
     layers: list[dict] = []
@@ -50,21 +74,21 @@ def prune_sequential(stat, model, budget: float) -> PrunePlan:
         sites, lp = ctx.adapter.sites(layer), {}
         for kind, acc in stats.items():
             st = site_stat(acc)
-            lp[kind] = fold(sites[kind], stat.fit_gram(st), st, _keep(stat, sites[kind], st, index[(li, kind)]), o.correction, o.ridge)
+            lp[kind] = fold(sites[kind], stat.fit_gram(st), st, _keep(stat, sites[kind], st, index[(li, kind)], fixed), o.correction, o.ridge)
         _prune_layer(stat, layer, lp)
         layers.append(lp)
         run.forget("main")
 
     if o.target == "dense":
         walk(model, ctx.adapter, {"dense": stat.cap, "pruned": stat.cap}, ctx.device,
-             visit=_dense_target_visit(stat, index, layers), desc="stat: prune (dense target)")
+             visit=_dense_target_visit(stat, index, layers, fixed), desc="stat: prune (dense target)")
     else:
         walk(model, ctx.adapter, stat.cap, ctx.device, stat.new_acc, visit, desc="stat: prune (sequential)")
     finalize(model, ctx.adapter)
     return PrunePlan(layers, meta={"method": stat.name, "budget": budget, "counts": stat.counts_now})
 
 
-def _dense_target_visit(stat, index, layers):
+def _dense_target_visit(stat, index, layers, fixed):
     """Per batch: the dense stream through the dense layer gives the target Z_d, the pruned stream gives
     Z'; accumulate G' = Z'ᵀZ', C = Z'ᵀZ_d and the sums; then select on G', fold, prune the layer."""
     ctx, o = stat.ctx, stat.opts
@@ -88,7 +112,7 @@ def _dense_target_visit(stat, index, layers):
         lp = {}
         for k, site in sites.items():
             i, a = index[(li, k)], acc[k]
-            keep = _keep(stat, site, {"G": a["G"], "s1": a["s1"], "n": a["n"]}, i)
+            keep = _keep(stat, site, {"G": a["G"], "s1": a["s1"], "n": a["n"]}, i, fixed)
             lp[k] = fold_to_dense(site, a, keep, o.correction, o.ridge)
         _prune_layer(stat, layer, lp)
         layers.append(lp)
@@ -110,7 +134,7 @@ def prune_ffn_first(stat, model, budget: float) -> PrunePlan:
             continue
         st = site_stat(stats[li]["attn"])
         site = ctx.adapter.sites(model_layers[li])["attn"]
-        plan.layers[li]["attn"] = fold(site, stat.fit_gram(st), st, _keep(stat, site, st, i), o.correction, o.ridge)
+        plan.layers[li]["attn"] = fold(site, stat.fit_gram(st), st, _keep(stat, site, st, i, None), o.correction, o.ridge)
         _prune_layer(stat, model_layers[li], {"attn": plan.layers[li]["attn"]})
     finalize(model, ctx.adapter)
     return plan
