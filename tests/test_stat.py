@@ -847,6 +847,7 @@ def test_within_groups_is_the_pivoted_qr_of_the_allowed_heads():
         assert within_groups(site, G, perm[:k], "output") == sorted(perm[:k]) or \
             {site.groups[u] for u in perm[:k]} != set(site.groups)
     everyone = sorted(set(site.groups))
+    assert within_groups(site, G, [], "output") == []  # a site the dense plan empties stays empty
     assert within_groups(site, G, list(range(site.n_units)), "output") == list(range(site.n_units))
     heads = [u for u in range(site.n_units) if site.groups[u] == everyone[-1]]
     W = site.consumer_linear.weight.detach().double()

@@ -17,11 +17,11 @@ import logging
 
 import torch
 
+from ...core.linalg import block_trace, pivoted_cholesky, unit_output_gram
 from ...core.plan import PrunePlan
 from ...engine.capture import hooks, real_tokens, walk
 from ...engine.saving import finalize
 from ...engine.surgery import apply_site
-from ...core.linalg import block_trace, pivoted_cholesky, unit_output_gram
 from .fold import fold, fold_to_dense
 from .select import factor, select
 from .statistics import gram, site_stat
@@ -47,6 +47,8 @@ def _keep(stat, site, st: dict, i: int, fixed: list | None) -> list[int]:
 def within_groups(site, G, planned: list[int], head_space: str) -> list[int]:
     """len(planned) query heads by the pivoted QR of the heads' outputs (Gu, as ``select.factor``), restricted to
     the heads of the KV groups that ``planned`` touches."""
+    if not planned:
+        return []
     touched = {site.groups[u] for u in planned}
     allowed = torch.tensor([u for u in range(site.n_units) if site.groups[u] in touched])
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
