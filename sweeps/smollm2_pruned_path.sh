@@ -27,6 +27,9 @@ python run.py -m "${qh[@]}" +method.options.propagate=pruned +method.options.res
 python run.py "${qh[@]}" logger.group=smollm2/pruned_path hydra.run.dir="$OUT/query_heads/dense_pass" "$@"
 python run.py "${common[@]}" method=stat_fisher +method.options.propagate=pruned +method.options.ridge=1e-2 \
   logger.group=smollm2/pruned_path hydra.run.dir="$OUT/fisher_kv_groups" "$@"
+# Plain STAT (greedy allocation) with query heads on the pruned path.
+python run.py "${qh[@]/method=stat_fisher/method=stat}" ++method.options.propagate=pruned ++method.options.ridge=1e-2 \
+  logger.group=smollm2/pruned_path hydra.run.dir="$OUT/query_heads/greedy" "$@"
 # The ridge alone: one dense pass with the fold's ridge at 1e-2 (KV groups).
 python run.py "${common[@]}" method.options.ridge=1e-2 logger.group=smollm2/pruned_path hydra.run.dir="$OUT/ridge_dense_pass" "$@"
 python -m stat_exp.report results/smollm2/pruned_path "$OUT" --metric ppl_wikitext2
