@@ -827,6 +827,20 @@ def test_pruned_path_reselection_keeps_the_dense_sizes_and_never_more_kv(units):
     assert torch.isfinite(outputs(ps, x)).all()
 
 
+def test_pruned_path_keeps_no_layers_statistics_after_folding_them(monkeypatch):
+    """The sequential walk folds each layer from its accumulators and then drops them: a walk that kept all of them
+    held a second copy of every Gram beside the dense ones (OOM on a 1.5B model on 24 GB)."""
+    from stat_exp.methods.stat import sequential
+
+    model, _ = tiny_model("llama")
+    m, _ = _calibrated(model, propagate="pruned")
+    kept = []
+    real = sequential.walk
+    monkeypatch.setattr(sequential, "walk", lambda *a, **k: kept.append(real(*a, **k)) or kept[-1])
+    m.prune(copy.deepcopy(model), 0.5)
+    assert len(kept) == 1 and len(kept[0][0]) == len(m.ctx.adapter.layers(model)) and not any(kept[0][0])
+
+
 def test_within_groups_is_the_pivoted_qr_of_the_allowed_heads():
     """``within_groups`` against a reference: with every group allowed, the first k pivots of the heads' output
     Gram (``select.factor``'s order); with one group allowed, the pivots of that group's heads alone, by a plain
