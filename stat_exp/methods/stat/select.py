@@ -35,14 +35,18 @@ def factor(site, G: torch.Tensor, head_space: str, ridge: float, head_quirk: boo
         out["rdiag"] = rdiag.cpu()
     else:
         size = site.cols_per_unit
-        Gu = block_trace(G, size) if head_space == "context" else unit_output_gram(G, W, size)
-        P, _, _ = pivoted_cholesky(Gu)
+        P, _, _ = pivoted_cholesky(head_gram(G, W, size, head_space))
         err2 = prefix_errors(G, W, P, size, ridge)
         if head_quirk:
             P_dev = P.to(G.device)
             sets = [((P_dev < i).nonzero().flatten(), (P_dev >= i).nonzero().flatten()) for i in range(len(P) + 1)]
             out["err2_quirk"] = torch.stack([output_error(G, W, k, d, size, ridge) for k, d in sets]).cpu().clamp_min(0)
     return {**out, "perm": P.cpu(), "err2": err2.cpu().clamp_min(0)}
+
+
+def head_gram(G: torch.Tensor, W: torch.Tensor, size: int, head_space: str) -> torch.Tensor:
+    """(U, U) Gram the heads are pivoted on: of their outputs through the consumer ('output') or of their contexts."""
+    return block_trace(G, size) if head_space == "context" else unit_output_gram(G, W, size)
 
 
 def prefix_errors(G, W, P, size: int, ridge: float) -> torch.Tensor:

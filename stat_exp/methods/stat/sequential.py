@@ -17,13 +17,13 @@ import logging
 
 import torch
 
-from ...core.linalg import block_trace, pivoted_cholesky, unit_output_gram
+from ...core.linalg import pivoted_cholesky
 from ...core.plan import PrunePlan
 from ...engine.capture import hooks, real_tokens, walk
 from ...engine.saving import finalize
 from ...engine.surgery import apply_site
 from .fold import fold, fold_to_dense
-from .select import factor, select
+from .select import factor, head_gram, select
 from .statistics import gram, site_stat
 
 log = logging.getLogger("stat_exp")
@@ -45,16 +45,14 @@ def _keep(stat, site, st: dict, i: int, fixed: list | None) -> list[int]:
 
 
 def within_groups(site, G, planned: list[int], head_space: str) -> list[int]:
-    """len(planned) query heads by the pivoted QR of the heads' outputs (Gu, as ``select.factor``), restricted to
+    """len(planned) query heads by the pivoted QR of the heads' Gram (``select.head_gram``, as ``select.factor``), restricted to
     the heads of the KV groups that ``planned`` touches."""
     if not planned:
         return []
     touched = {site.groups[u] for u in planned}
     allowed = torch.tensor([u for u in range(site.n_units) if site.groups[u] in touched])
     W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
-    size = site.cols_per_unit
-    Gu = block_trace(G, size) if head_space == "context" else unit_output_gram(G, W, size)
-    P, _, _ = pivoted_cholesky(Gu[allowed][:, allowed])
+    P, _, _ = pivoted_cholesky(head_gram(G, W, site.cols_per_unit, head_space)[allowed][:, allowed])
     return sorted(allowed[P[:len(planned)].cpu()].tolist())
 
 
