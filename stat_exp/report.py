@@ -101,8 +101,9 @@ def varying(rows: list[dict]) -> list[str]:
 
 
 def _label(r: dict, by: list[str]) -> str:
-    """The table line a row belongs to: its method, and the values of the ``by`` keys that apply to it."""
-    keys = [k for k in by if not (r["method"] == "dense" and k in CALIBRATION_ONLY)]
+    """The table line a row belongs to: its method, and the values of the ``by`` keys that apply to it (a key the
+    row does not set, i.e. left at its default, is left out: ``stat ridge=0.01`` beside plain ``stat``)."""
+    keys = [k for k in by if not (r["method"] == "dense" and k in CALIBRATION_ONLY) and r.get(k) is not None]
     return " ".join([r["method"], *(f"{k}={r.get(k)}" for k in keys)])
 
 

@@ -160,9 +160,16 @@ def plot_lines(path: Path, lines: dict, metric: str, xlabel: str, dense: float |
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8 if caption else 3.5), dpi=120)
-    for label, (xs, ys, es) in lines.items():
-        ax.errorbar(xs, ys, yerr=es, fmt="o-", capsize=3 if es else 0, label=label)
+    import textwrap
+
+    wrapped = textwrap.wrap(caption, 110) if caption else []
+    below = len(lines) > 4  # many lines: the legend goes under the axes instead of over the curves
+    legend_in = 0.14 * (len(lines) + (dense is not None)) if below else 0.0
+    caption_in = 0.09 * len(wrapped) + (0.1 if wrapped else 0.0)
+    height = 3.5 + legend_in + caption_in
+    fig, ax = plt.subplots(figsize=(5.5, height), dpi=120)
+    for i, (label, (xs, ys, es)) in enumerate(lines.items()):  # past the 10 colours: dashed, square markers
+        ax.errorbar(xs, ys, yerr=es, fmt="o-" if i < 10 else "s--", capsize=3 if es else 0, label=label)
     if dense is not None:
         if dense_line:
             ax.axhline(dense, color="k", ls="--", lw=1, label="dense")
@@ -178,12 +185,15 @@ def plot_lines(path: Path, lines: dict, metric: str, xlabel: str, dense: float |
     ax.set_ylabel(metric)
     if title:
         ax.set_title(title)
-    if caption:
-        import textwrap
-
-        fig.text(0.01, 0.01, "\n".join(textwrap.wrap(caption, 100)), fontsize=5.5, va="bottom")
+    if wrapped:
+        fig.text(0.01, 0.01, "\n".join(wrapped), fontsize=5.5, va="bottom")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout(rect=(0, 0.07 if caption else 0, 1, 1))
+    bottom = (legend_in + caption_in) / height
+    if below:
+        fig.legend(*ax.get_legend_handles_labels(), fontsize=6.5, loc="lower left", frameon=False,
+                   bbox_to_anchor=(0.01, caption_in / height))
+    else:
+        ax.legend(fontsize=7)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path)
     plt.close(fig)
