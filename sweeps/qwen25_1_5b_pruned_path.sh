@@ -11,4 +11,6 @@ OUT=${OUT:-outputs/qwen25_1_5b_pruned_path}
 python run.py model=qwen25_coder_1_5b model.dtype=float32 calib=16 attn_units=kv_group budget=[0.8] eval_windows=10 \
   dense=false method.options.propagate=pruned method.options.ridge=1e-2 paths.cache_max_gb=12 \
   logger=${LOGGER:-wandb} logger.group=qwen25_1_5b/pruned_path hydra.run.dir="$OUT" "$@"
-python -m stat_exp.report results/qwen25_1_5b/pruned_path "$OUT" --metric ppl_wikitext2
+# The table sets the row beside the baselines study's rows on the same tokens (STAT's dense pass, FLAP, Wanda-sp).
+python -m stat_exp.report results/qwen25_1_5b/pruned_path "$OUT" results/qwen25_1_5b/wikitext2_methods --metric ppl_wikitext2 \
+  --pool quant
