@@ -4,8 +4,9 @@
 # whose earlier layers are already pruned, sizes from the dense allocation) with the fold's ridge at 1e-2, the
 # configuration that gained most on SmolLM2-135M (results/smollm2/pruned_path). Calibration 16 x 2048 C4 train
 # tokens, seed 0: the tokens of results/qwen25_1_5b/wikitext2_methods (STAT 19.11, FLAP 18.94 at 0.8). About 75 min
-# alone on a 2-core CPU (the dense statistics walk about 20 min, each budget's pruned-path walk about 21, its evaluation 4);
-# a 1.5B fp32 model holds about 15 GB: run it alone on a 24 GB machine. Study: results/qwen25_1_5b/pruned_path.
+# alone on a 2-core CPU (the dense statistics walk about 13-19 min, each budget's pruned-path walk about 21, its evaluation 3-4);
+# a 1.5B fp32 model holds about 15 GB: run it alone on a 24 GB machine. The dense statistics (4.6 GB) stay cached
+# under paths.cache_max_gb=12; a run with the default bound (4) evicts them. Study: results/qwen25_1_5b/pruned_path.
 set -euo pipefail
 OUT=${OUT:-outputs/qwen25_1_5b_pruned_path}
 python run.py model=qwen25_coder_1_5b model.dtype=float32 calib=16 attn_units=kv_group budget=[0.8,0.7] eval_windows=10 \
