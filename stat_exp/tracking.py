@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import textwrap
 from pathlib import Path
 
 from . import files
@@ -159,8 +160,6 @@ def plot_lines(path: Path, lines: dict, metric: str, xlabel: str, dense: float |
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    import textwrap
 
     wrapped = textwrap.wrap(caption, 110) if caption else []
     below = len(lines) > 4  # many lines: the legend goes under the axes instead of over the curves

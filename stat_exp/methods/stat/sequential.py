@@ -45,8 +45,8 @@ def _keep(stat, site, st: dict, i: int, fixed: list | None) -> list[int]:
 
 
 def within_groups(site, G, planned: list[int], head_space: str) -> list[int]:
-    """len(planned) query heads by the pivoted QR of the heads' Gram (``select.head_gram``, as ``select.factor``), restricted to
-    the heads of the KV groups that ``planned`` touches."""
+    """len(planned) query heads by the pivoted QR of the heads' Gram (``select.head_gram``, as ``select.factor``),
+    restricted to the heads of the KV groups that ``planned`` touches."""
     if not planned:
         return []
     touched = {site.groups[u] for u in planned}
