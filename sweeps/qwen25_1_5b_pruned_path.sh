@@ -12,6 +12,12 @@ OUT=${OUT:-outputs/qwen25_1_5b_pruned_path}
 python run.py model=qwen25_coder_1_5b model.dtype=float32 calib=16 attn_units=kv_group budget=[0.8,0.7] eval_windows=10 \
   dense=false method.options.propagate=pruned method.options.ridge=1e-2 paths.cache_max_gb=12 \
   logger=${LOGGER:-wandb} logger.group=qwen25_1_5b/pruned_path hydra.run.dir="$OUT" "$@"
+# STAT's units at FLAP's sizes (method=stat_flap_sizes: each site's count from FLAP's score and global threshold,
+# query heads chosen by their pivots within FLAP's KV groups), query heads, 0.8, on the pruned path: about 30 min
+# (its dense pass, 17.85: results/qwen25_1_5b/units_vs_compensation).
+python run.py model=qwen25_coder_1_5b model.dtype=float32 calib=16 attn_units=query_head budget=[0.8] eval_windows=10 \
+  dense=false method=stat_flap_sizes ++method.options.propagate=pruned ++method.options.ridge=1e-2 \
+  paths.cache_max_gb=12 logger=${LOGGER:-wandb} logger.group=qwen25_1_5b/pruned_path hydra.run.dir="$OUT/flap_sizes" "$@"
 # The table sets the row beside the baselines study's rows on the same tokens (STAT's dense pass, FLAP, Wanda-sp).
 python -m stat_exp.report results/qwen25_1_5b/pruned_path "$OUT" results/qwen25_1_5b/wikitext2_methods --metric ppl_wikitext2 \
   --pool quant

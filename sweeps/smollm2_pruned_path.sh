@@ -32,4 +32,9 @@ python run.py "${qh[@]/method=stat_fisher/method=stat}" ++method.options.propaga
   logger.group=smollm2/pruned_path hydra.run.dir="$OUT/query_heads/greedy" "$@"
 # The ridge alone: one dense pass with the fold's ridge at 1e-2 (KV groups).
 python run.py "${common[@]}" method.options.ridge=1e-2 logger.group=smollm2/pruned_path hydra.run.dir="$OUT/ridge_dense_pass" "$@"
+# STAT's units at FLAP's sizes (method=stat_flap_sizes), query heads, 0.8, on the pruned path (its dense pass:
+# results/smollm2/units_vs_compensation).
+python run.py attn_units=query_head budget=[0.8] eval_windows=10 logger=${LOGGER:-wandb} method=stat_flap_sizes \
+  ++method.options.propagate=pruned ++method.options.ridge=1e-2 logger.group=smollm2/pruned_path \
+  hydra.run.dir="$OUT/flap_sizes" "$@"
 python -m stat_exp.report results/smollm2/pruned_path "$OUT" --metric ppl_wikitext2

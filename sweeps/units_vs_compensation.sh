@@ -17,13 +17,19 @@
 # draw (default 0); OUT then gains _seed<n>. CACHE_GB caps the statistics cache (default 12: two Qwen caches). Qwen at 32 x 2048 (every
 # method on the same tokens): CALIB=32 MODEL=qwen25_1_5b PLANS=flap (FLAP, then FLAP's units under STAT's fold: STAT's
 # statistics walk about 40 min), then CALIB=32 MODEL=qwen25_1_5b UNITS=kv_group PLANS=stat (STAT's own row, cached)
+# SIZES=flap (the default) also runs STAT's own units at FLAP's sizes (method=stat_flap_sizes: each site keeps as many
+# units as in FLAP's plan, chosen by STAT's pivots; under GQA within FLAP's KV groups), which tells FLAP's allocation
+# from its choice of units; SIZES= skips it. Qwen at three budgets, that row alone (its statistics cached, about 8 min a
+# budget): MODEL=qwen25_1_5b PLANS= BUDGETS="0.9 0.8 0.7" bash sweeps/units_vs_compensation.sh
 # Runs, under OUT/<units>/:
 #   plain/                         the methods in PLANS with their models saved (their plan.json)
 #   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
 #   <budget>-<units>_lstsq_bias_ridge<r>  the same with STAT's fold at ridge r
+#   <budget>-stat_<s>_sizes        STAT's units and fold at the sizes of <s>'s plan (SIZES)
 # FLAP's units with correction=mean are FLAP's model and Wanda-sp's with none are Wanda-sp's (tests/test_stat.py): those
 # runs check that on the real model; STAT's units with lstsq_bias are STAT's own row (not rerun).
-# Rerunnable: the plain run is skipped once its plans are saved, and a crossed run with its STAT row. Rows name their units by method (keep_from=flap; a method's own
+# Rerunnable: the plain run is skipped once its plans are saved, and a crossed run with its STAT row. The study keeps its
+# rows and gains this OUT's. Rows name their units by method (keep_from=flap; a method's own
 # rows keep_from=<itself>) and their compensation (correction=; FLAP's own rows mean, Wanda-sp's none).
 set -euo pipefail
 MODEL=${MODEL:-smollm2}
@@ -36,16 +42,17 @@ case $MODEL in
 esac
 UNITS=${UNITS:-$units}
 BUDGETS=${BUDGETS:-$budgets}
-PLANS=${PLANS:-$plans}
+PLANS=${PLANS-$plans}
 CORRECTIONS=${CORRECTIONS:-$corrections}
 RIDGES=${RIDGES:-$ridges}
+SIZES=${SIZES-flap}
 CALIB=${CALIB:-16}
 SEED=${SEED:-0}
 study=$MODEL/units_vs_compensation
 OUT=${OUT:-outputs/${MODEL}_units_vs_compensation$([ "$CALIB" = 16 ] || echo _calib$CALIB)$([ "$SEED" = 0 ] || echo _seed$SEED)}
 common=("${model[@]}" calib=$CALIB seed=$SEED attn_units=$UNITS eval_windows=10 paths.cache_max_gb=${CACHE_GB:-12} logger=${LOGGER:-wandb})
 set -- $PLANS  # the plain run: the first of PLANS as the job's method, the others beside it
-first=$1; shift; rest=$(echo "$@" | tr ' ' ,)
+first=${1-}; [ $# = 0 ] || shift; rest=$(echo "$@" | tr ' ' ,)  # PLANS= runs no plain run (SIZES alone)
 saved=1  # the plain run is skipped on a rerun once every plan it saves is there
 for b in $BUDGETS; do for p in $PLANS; do [ -f "$OUT/$UNITS/plain/pruned_${p}_$b/plan.json" ] || saved=0; done; done
 [ $saved = 1 ] || python run.py "${common[@]}" logger.group=$study budget=[$(echo $BUDGETS | tr ' ' ,)] method=$first \
@@ -66,6 +73,11 @@ for b in $BUDGETS; do
         method.options.keep_from="$OUT/$UNITS/plain/pruned_${p}_$b/plan.json" hydra.run.dir="$dir"
     done
   done
+  for z in $SIZES; do  # STAT's units at another method's sizes
+    dir="$OUT/$UNITS/$b-stat_${z}_sizes"
+    [ -f "$dir/results.jsonl" ] && grep -q "\"method\": \"stat_${z}_sizes\"" "$dir/results.jsonl" && continue
+    python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_${z}_sizes hydra.run.dir="$dir"
+  done
 done
 python - "$OUT" <<'PY'
 import json, sys
@@ -75,12 +87,12 @@ for f in Path(sys.argv[1]).glob("*/*/results.jsonl"):  # rows name their units b
     rows = [json.loads(l) for l in f.read_text().splitlines()]
     for r in rows:
         if r["method"] != "dense":
-            kept = str(r.get("keep_from", r["method"]))
+            kept = str(r.get("keep_from", "stat" if r["method"].startswith("stat") else r["method"]))
             r["keep_from"] = Path(kept).parent.name.removeprefix("pruned_").rsplit("_", 1)[0] \
                 if kept.endswith("plan.json") else kept
-            r.setdefault("correction", own[r["method"]])
+            r.setdefault("correction", own.get(r["method"], "lstsq_bias"))
             if r["correction"] == "lstsq_bias":
                 r.setdefault("ridge", 1e-8)  # STAT's default
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
 PY
-python -m stat_exp.report results/$study "$OUT" --metric ppl_wikitext2 --columns keep_from,correction,ridge
+python -m stat_exp.report results/$study results/$study "$OUT" --metric ppl_wikitext2 --columns keep_from,correction,ridge

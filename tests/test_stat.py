@@ -666,6 +666,39 @@ def test_keep_from_flap_is_flaps_plan_read_from_stats_own_statistics(tmp_path, u
         methods.build("stat", keep_from="flap", sketch="countsketch")
 
 
+@pytest.mark.parametrize("units", ["kv_group", "query_head"])
+def test_allocation_flap_keeps_flaps_sizes_with_stats_pivots(units):
+    """allocation=flap: every site keeps as many units as FLAP's plan from the same statistics (keep_from=flap),
+    chosen by STAT: its first pivots (neurons, KV groups), or under GQA the pivots of the query heads within FLAP's
+    KV groups, so no site costs more than in FLAP's plan. Refused with a random sketch, and under GQA with a
+    selection other than the pivots."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", kv_heads=2, attn_units=units)
+    f, _ = _calibrated(model, keep_from="flap")
+    s, x = _calibrated(model, allocation="flap")
+    budget = 0.6
+    theirs, ours = f.keeps(budget), s.keeps(budget)
+    ctx = s.ctx
+    assert [len(k) for k in ours] == [len(k) for k in theirs] == s.counts(budget)
+    assert ours != theirs  # the same sizes, other units
+    for i, (k, t) in enumerate(zip(ours, theirs)):
+        if ctx.groups[i] is None:
+            assert k == sorted(s.factors[i]["perm"][:len(k)].tolist())
+        else:
+            assert {ctx.groups[i][u] for u in k} <= {ctx.groups[i][u] for u in t}
+        assert float(ctx.curve(i, k)[-1]) <= float(ctx.curve(i, t)[-1])
+    pruned = copy.deepcopy(model)
+    plan = s.prune(pruned, budget)
+    assert [sp.keep for lp in plan.layers for sp in lp.values()] == ours
+    assert torch.isfinite(outputs(pruned, x)).all()
+    with pytest.raises(UserError, match="allocation=flap .* use sketch=gram or tsqr"):
+        methods.build("stat", allocation="flap", sketch="countsketch")
+    if units == "query_head":
+        with pytest.raises(UserError, match="allocation=flap chooses query heads .* use selection=qr"):
+            _calibrated(model, allocation="flap", selection="random")
+
+
 def test_gram_diagonal_is_read_from_the_packed_triangle():
     from stat_exp.methods.stat.statistics import diagonal, pack
 
@@ -849,7 +882,7 @@ def test_within_groups_is_the_pivoted_qr_of_the_allowed_heads():
 
     from stat_exp.core.linalg import unit_output_gram
     from stat_exp.methods.stat.select import factor
-    from stat_exp.methods.stat.sequential import within_groups
+    from stat_exp.methods.stat.select import within_groups
     from stat_exp.methods.stat.statistics import gram
 
     model, _ = make_tiny("llama", attn_units="query_head", kv_heads=2)

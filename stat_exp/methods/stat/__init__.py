@@ -18,6 +18,10 @@ Options (all ablations; the first value is the default):
               | propagated (greedy sizes, then greedy again on the normalised curves × A_l, A_l the measured
               growth of a per-token relative error from layer l's output to the last in the model pruned to them,
               ``sequential.amplification``: one extra walk over the calibration batches per budget)
+              | flap (FLAP's sizes: how many units each site keeps under FLAP's score and global threshold, read from
+              this run's statistics as keep_from=flap does; STAT's pivots choose which. Query heads under GQA: as
+              many heads as FLAP keeps, chosen by their pivots among the heads of FLAP's KV groups, so the shared
+              K/V never costs more than FLAP's plan)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
 - paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
@@ -54,11 +58,11 @@ from ..base import Method
 from ..simple import FLAP
 from . import allocate, sequential
 from .fold import FITS, fold
-from .select import factor, select, selection_order
+from .select import factor, select, selection_order, within_groups
 from .statistics import cache_path, collect, diagonal, fisher, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
-           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated"), "propagate": ("dense", "pruned"),
+           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated", "flap"), "propagate": ("dense", "pruned"),
            "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
            "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
@@ -106,8 +110,9 @@ class Options:
             raise UserError("method option keep_from replaces the allocation and selection; use it with the defaults "
                             "order=joint allocation=greedy selection=qr, and with propagate=pruned only with "
                             "reselect=false (the plan's units, folds refitted on the pruned path)")
-        if self.keep_from == "flap" and self.sketch not in ("gram", "tsqr"):
-            raise UserError(f"method option keep_from=flap reads each channel's variance from the Gram's diagonal, "
+        flap = "keep_from=flap" if self.keep_from == "flap" else "allocation=flap" if self.allocation == "flap" else ""
+        if flap and self.sketch not in ("gram", "tsqr"):
+            raise UserError(f"method option {flap} reads each channel's variance from the Gram's diagonal, "
                             f"which sketch={self.sketch} only estimates; use sketch=gram or tsqr")
 
 
@@ -155,6 +160,9 @@ class STAT(Method):
                             "use selection=qr or method.options.reselect=false")
         if o.allocation == "paper":
             ctx.refuse_groups("allocation=paper")
+        if o.allocation == "flap" and ctx.grouped and o.selection != "qr":
+            raise UserError(f"allocation=flap chooses query heads by their pivots within FLAP's KV groups, not "
+                            f"selection={o.selection}; use selection=qr or attn_units=kv_group")
         self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) \
             if o.keep_from and o.keep_from != "flap" else None  # before the walk
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
@@ -193,6 +201,8 @@ class STAT(Method):
     def counts(self, budget: float) -> list[int]:
         """Kept units per site at ``budget`` (a fraction of the dense cost)."""
         ctx, o, B = self.ctx, self.opts, self.ctx.budget(budget)
+        if o.allocation == "flap":
+            return [len(k) for k in self.flap_keeps(budget)]
         costs = ctx.curves([self.order(i) for i in range(len(ctx.site_keys))])  # along each site's selection
         if o.allocation == "uniform":
             return alloc.uniform(costs, B)
@@ -254,6 +264,10 @@ class STAT(Method):
             return keeps
         if o.keep_from == "flap":
             return self.flap_keeps(budget)
+        if o.allocation == "flap" and ctx.grouped:  # FLAP's KV groups and head counts, STAT's heads within them
+            return [within_groups(ctx.site(i), self.gram(i), k, o.head_space) if ctx.groups[i] is not None else
+                    select(o.selection, self.factors[i]["perm"], len(k), ctx.site(i), ctx.seed, i)
+                    for i, k in enumerate(self.flap_keeps(budget))]
         counts = self.counts(budget)
         return [select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)
                 for i in range(len(ctx.site_keys))]

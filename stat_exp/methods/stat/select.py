@@ -1,6 +1,7 @@
 """STAT's per-site factorisation and selection (STAT.md §3): the pivot order of a pivoted QR of the
 site's (scaled) activations, from its Gram by pivoted Cholesky, and the error curve e(k)² of keeping the
-first k pivots, measured through the consumer. Then the kept units for a given count.
+first k pivots, measured through the consumer. Then the kept units for a given count (query heads under GQA: or
+as many as a given plan keeps, within its KV groups).
 
 | symbol | shape       | meaning                                                             |
 |--------|-------------|---------------------------------------------------------------------|
@@ -96,3 +97,15 @@ def selection_order(selection: str, perm: torch.Tensor, dense_site, seed: int, i
 def select(selection: str, perm: torch.Tensor, k: int, dense_site, seed: int, i: int) -> list[int]:
     """Sorted kept units of site ``i``: the first ``k`` of its ``selection_order``."""
     return sorted(selection_order(selection, perm, dense_site, seed, i)[:k].tolist())
+
+
+def within_groups(site, G, planned: list[int], head_space: str) -> list[int]:
+    """len(planned) query heads by the pivoted QR of the heads' Gram (``head_gram``, as ``factor``),
+    restricted to the heads of the KV groups that ``planned`` touches."""
+    if not planned:
+        return []
+    touched = {site.groups[u] for u in planned}
+    allowed = torch.tensor([u for u in range(site.n_units) if site.groups[u] in touched])
+    W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
+    P, _, _ = pivoted_cholesky(head_gram(G, W, site.cols_per_unit, head_space)[allowed][:, allowed])
+    return sorted(allowed[P[:len(planned)].cpu()].tolist())

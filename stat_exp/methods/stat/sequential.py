@@ -15,15 +15,12 @@ from __future__ import annotations
 import copy
 import logging
 
-import torch
-
-from ...core.linalg import pivoted_cholesky
 from ...core.plan import PrunePlan
 from ...engine.capture import hooks, real_tokens, walk
 from ...engine.saving import finalize
 from ...engine.surgery import apply_site
 from .fold import fold, fold_to_dense
-from .select import factor, head_gram, select
+from .select import factor, select, within_groups
 from .statistics import gram, site_stat
 
 log = logging.getLogger("stat_exp")
@@ -42,18 +39,6 @@ def _keep(stat, site, st: dict, i: int, fixed: list | None) -> list[int]:
         return within_groups(site, G, fixed[i], o.head_space)
     f = factor(site, G, o.head_space, o.ridge)
     return select(o.selection, f["perm"], stat.counts_now[i], stat.ctx.site(i), stat.ctx.seed, i)
-
-
-def within_groups(site, G, planned: list[int], head_space: str) -> list[int]:
-    """len(planned) query heads by the pivoted QR of the heads' Gram (``select.head_gram``, as ``select.factor``),
-    restricted to the heads of the KV groups that ``planned`` touches."""
-    if not planned:
-        return []
-    touched = {site.groups[u] for u in planned}
-    allowed = torch.tensor([u for u in range(site.n_units) if site.groups[u] in touched])
-    W = site.consumer_linear.weight.detach().to(G.device, torch.float64)
-    P, _, _ = pivoted_cholesky(head_gram(G, W, site.cols_per_unit, head_space)[allowed][:, allowed])
-    return sorted(allowed[P[:len(planned)].cpu()].tolist())
 
 
 def _prune_layer(stat, layer, plans: dict) -> None:
