@@ -35,9 +35,9 @@ set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
   smollm2) model=(); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
-           corrections="none mean lstsq_bias"; ridges=1e-2 ;;
+           corrections="none mean lstsq_bias"; ridges=1e-2; columns=keep_from,correction,ridge ;;
   qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32); units=query_head; budgets=0.8
-               plans="stat flap"; corrections=lstsq_bias; ridges= ;;
+               plans="stat flap"; corrections=lstsq_bias; ridges=; columns=seed,keep_from,correction,ridge ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
 esac
 UNITS=${UNITS:-$units}
@@ -95,4 +95,4 @@ for f in Path(sys.argv[1]).glob("*/*/results.jsonl"):  # rows name their units b
                 r.setdefault("ridge", 1e-8)  # STAT's default
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
 PY
-python -m stat_exp.report results/$study results/$study "$OUT" --metric ppl_wikitext2 --columns keep_from,correction,ridge
+python -m stat_exp.report results/$study results/$study "$OUT" --metric ppl_wikitext2 --columns $columns

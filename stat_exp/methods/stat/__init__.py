@@ -62,9 +62,9 @@ from .select import factor, select, selection_order, within_groups
 from .statistics import cache_path, collect, diagonal, fisher, full, gram
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
-           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated", "flap"), "propagate": ("dense", "pruned"),
-           "target": ("self", "dense"), "order": ("joint", "ffn_first"), "head_space": ("output", "context"),
-           "normalize": ("residual", "layer", "none"),
+           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated", "flap"),
+           "propagate": ("dense", "pruned"), "target": ("self", "dense"), "order": ("joint", "ffn_first"),
+           "head_space": ("output", "context"), "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
            "paper_variant": ("auto", "bert", "opt"), "paper_shares": ("cost", "released")}
 
