@@ -4,6 +4,7 @@ import dataclasses
 import json
 import logging
 import math
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from conftest import one_unit, outputs
 from stat_exp import methods
 from stat_exp.errors import UserError
+from stat_exp.methods.stat import STAT
 from stat_exp.core import linalg
 from stat_exp.adapters import get_adapter
 from stat_exp.engine.capture import capture_inputs
@@ -179,7 +181,7 @@ def _calibrated(model, name="stat", seqlen=16, n=8, **opts):
     x = torch.randint(4, 250, (n, seqlen), generator=g)
     cap = capture_inputs(model, ad, [{"input_ids": b} for b in x.split(4)])
     m = methods.build(name, cache=False, ridge=0.0, **opts) if name.startswith("stat") else methods.build(name)
-    labelled = [{"input_ids": b, "labels": b} for b in x.split(4)] if opts.get("allocation") == "fisher" else None
+    labelled = [{"input_ids": b, "labels": b} for b in x.split(4)] if STAT.wants_labels(opts) else None
     m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen), labelled=labelled), cap)
     return m, x
 
@@ -697,6 +699,54 @@ def test_allocation_flap_keeps_flaps_sizes_with_stats_pivots(units):
     if units == "query_head":
         with pytest.raises(UserError, match="allocation=flap chooses query heads .* use selection=qr"):
             _calibrated(model, allocation="flap", selection="random")
+
+
+@pytest.mark.parametrize("units,batches", [("kv_group", None), ("query_head", 1)])
+def test_allocation_choose_keeps_the_candidate_with_the_lowest_calibration_loss(units, batches):
+    """allocation=choose: each candidate's loss is the mean next-token loss, sequence by sequence, of the whole model
+    pruned by that allocation alone, on the first ``choose_batches`` calibration batches; the dense model is left as
+    it was; the plan, its budget and the row are the winner's; the choice is its own timed stage."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", kv_heads=2, attn_units=units)
+    before = copy.deepcopy(model.state_dict())
+    cands = ("greedy", "uniform", "flap")
+    m, x = _calibrated(model, allocation="choose", choose_from=list(cands), choose_batches=batches)
+    budget = 0.6
+    keeps = m.keeps(budget)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    losses = m.choice["choice_loss"]
+    for a in cands:
+        theirs = copy.deepcopy(model)
+        one, _ = _calibrated(model, allocation=a)
+        one.prune(theirs, budget)
+        with torch.no_grad():
+            ref = [float(theirs(input_ids=s, labels=s).loss) for s in torch.cat(x.split(4)[:batches]).split(1)]
+        assert math.isclose(losses[a], sum(ref) / len(ref), rel_tol=1e-5)
+        if a == m.choice["allocation_chosen"]:
+            assert keeps == one.keeps(budget)
+    assert m.choice["allocation_chosen"] == min(losses, key=losses.get) and len(set(losses.values())) == len(cands)
+    pruned, m.choice = copy.deepcopy(model), {}  # measured again inside the prune: a stage of its own
+    t = time.perf_counter()
+    plan = m.prune(pruned, budget)
+    wall = time.perf_counter() - t
+    assert [sp.keep for lp in plan.layers for sp in lp.values()] == keeps and m.choice["choice_loss"] == losses
+    dense = model_flops(m.ctx.adapter, model, 16)["prunable"]
+    assert model_flops(m.ctx.adapter, pruned, 16)["prunable"] / dense <= budget + 1e-9
+    row, s = m.row_info(), m.timings
+    assert row["allocation_chosen"] == m.choice["allocation_chosen"] and row["choice_loss"] == losses
+    assert s["choice_s"] > 0 and s["allocation_s"] >= 0
+    assert s["allocation_s"] + s["choice_s"] + s["fold_s"] <= wall + 1e-3
+    with pytest.raises(UserError, match="choose_from=.*choose"):
+        methods.build("stat", allocation="choose", choose_from=["greedy", "choose"])
+    with pytest.raises(UserError, match="choose_batches=0"):
+        methods.build("stat", allocation="choose", choose_batches=0)
+    ad = get_adapter(model)
+    with pytest.raises(UserError, match="allocation=choose needs the calibration batches as model inputs"):
+        methods.build("stat", allocation="choose", cache=False).calibrate(
+            methods.Context(model, ad, CostModel("flops", 16)), capture_inputs(model, ad, [{"input_ids": x[:4]}]))
+    f, _ = _calibrated(model, allocation="choose", choose_from=["greedy", "fisher"])  # the Fisher candidate's weights
+    assert f.fisher and f.counts(budget) == [len(k) for k in f.keeps(budget)]
 
 
 def test_gram_diagonal_is_read_from_the_packed_triangle():

@@ -22,6 +22,11 @@ Options (all ablations; the first value is the default):
               this run's statistics as keep_from=flap does; STAT's pivots choose which. Query heads under GQA: as
               many heads as FLAP keeps, chosen by their pivots among the heads of FLAP's KV groups, so the shared
               K/V never costs more than FLAP's plan)
+              | choose (per budget, the allocation of ``choose_from`` whose pruned and folded model has the lowest
+              task loss on the first ``choose_batches`` labelled calibration batches (a language model's next-token
+              loss on its calibration windows), ``statistics.calibration_loss``: per candidate one fold and one
+              forward pass of those batches; the row records the choice and every candidate's loss. With
+              propagate=pruned the candidates are compared as one-pass models)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
 - paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
@@ -44,6 +49,7 @@ Options (all ablations; the first value is the default):
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, fields
 
@@ -51,6 +57,7 @@ from ...core import allocation as alloc
 from ...core.linalg import make_accumulator
 from ...core.plan import PrunePlan, read_keeps
 from ...engine.capture import SiteStats
+from ...engine.surgery import apply_plan, shared_copy
 from ...errors import UserError
 from ...latency import elapsed
 from ...progress import progress
@@ -59,10 +66,12 @@ from ..simple import FLAP
 from . import allocate, sequential
 from .fold import FITS, fold
 from .select import factor, select, selection_order, within_groups
-from .statistics import cache_path, collect, diagonal, fisher, full, gram
+from .statistics import cache_path, calibration_loss, collect, diagonal, fisher, full, gram
+
+log = logging.getLogger("stat_exp")
 
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
-           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated", "flap"),
+           "allocation": ("greedy", "paper", "uniform", "fisher", "propagated", "flap", "choose"),
            "propagate": ("dense", "pruned"), "target": ("self", "dense"), "order": ("joint", "ffn_first"),
            "head_space": ("output", "context"), "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
@@ -90,11 +99,20 @@ class Options:
     paper_head_quirk: bool = False
     paper_sketch: bool = False
     keep_from: str | None = None
+    choose_from: tuple[str, ...] = ("greedy", "flap")  # allocation=choose: the candidates
+    choose_batches: int | None = 1  # allocation=choose: labelled calibration batches measured on (None: all)
 
     def __post_init__(self):
         for key, allowed in CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise UserError(f"method option {key}={getattr(self, key)!r}; choose one of {', '.join(allowed)}")
+        bad = [a for a in self.choose_from if a not in CHOICES["allocation"] or a == "choose"]
+        if self.allocation == "choose" and (bad or not self.choose_from):
+            raise UserError(f"method option choose_from={list(self.choose_from)}: list allocations to choose between, "
+                            f"from {', '.join(a for a in CHOICES['allocation'] if a != 'choose')}")
+        if self.choose_batches is not None and self.choose_batches < 1:
+            raise UserError(f"method option choose_batches={self.choose_batches}; pass a number of calibration "
+                            "batches >= 1, or null for all")
         d = self.sketch_dim
         if d is not None and not ((isinstance(d, int) and d > 0) or (isinstance(d, str) and d.endswith("x") and
                                                                    d[:-1].replace(".", "", 1).isdigit())):
@@ -110,10 +128,14 @@ class Options:
             raise UserError("method option keep_from replaces the allocation and selection; use it with the defaults "
                             "order=joint allocation=greedy selection=qr, and with propagate=pruned only with "
                             "reselect=false (the plan's units, folds refitted on the pruned path)")
-        flap = "keep_from=flap" if self.keep_from == "flap" else "allocation=flap" if self.allocation == "flap" else ""
+        flap = "keep_from=flap" if self.keep_from == "flap" else "allocation=flap" if self.uses("flap") else ""
         if flap and self.sketch not in ("gram", "tsqr"):
             raise UserError(f"method option {flap} reads each channel's variance from the Gram's diagonal, "
                             f"which sketch={self.sketch} only estimates; use sketch=gram or tsqr")
+
+    def uses(self, allocation: str) -> bool:
+        """Whether ``allocation`` sizes the sites: the option's, or one of allocation=choose's candidates."""
+        return self.allocation == allocation or (self.allocation == "choose" and allocation in self.choose_from)
 
 
 class STAT(Method):
@@ -125,12 +147,13 @@ class STAT(Method):
         if unknown:
             raise UserError(f"unknown STAT option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         super().__init__(**options)
-        self.opts = Options(**{k: (float(v) if k in ("floor", "ridge") else v) for k, v in options.items()})
+        self.opts = Options(**{k: (float(v) if k in ("floor", "ridge") else tuple(v) if k == "choose_from" else v)
+                               for k, v in options.items()})
         self.timings: dict[str, float] = {}
 
     @classmethod
     def wants_labels(cls, options: dict) -> bool:
-        return options.get("allocation") == "fisher"  # the calibration inputs as full-model batches
+        return options.get("allocation") in ("fisher", "choose")  # the calibration inputs as full-model batches
 
     def new_acc(self, kind):
         return make_accumulator(*self.sketch, self.ctx.seed)
@@ -158,18 +181,18 @@ class STAT(Method):
         if o.propagate == "pruned" and o.reselect and o.selection != "qr" and ctx.grouped:
             raise UserError(f"propagate=pruned chooses query heads again by their pivots, not selection={o.selection}; "
                             "use selection=qr or method.options.reselect=false")
-        if o.allocation == "paper":
+        if o.uses("paper"):
             ctx.refuse_groups("allocation=paper")
-        if o.allocation == "flap" and ctx.grouped and o.selection != "qr":
+        if o.uses("flap") and ctx.grouped and o.selection != "qr":
             raise UserError(f"allocation=flap chooses query heads by their pivots within FLAP's KV groups, not "
                             f"selection={o.selection}; use selection=qr or attn_units=kv_group")
         self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) \
             if o.keep_from and o.keep_from != "flap" else None  # before the walk
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
-        if o.allocation == "fisher":  # before the statistics: its backward pass and their Grams never coexist
-            if not ctx.labelled:
-                raise UserError("allocation=fisher needs the calibration batches as model inputs (ctx.labelled); "
-                                "use a language-model, GLUE or SQuAD task, or allocation=greedy")
+        if (o.uses("fisher") or o.allocation == "choose") and not ctx.labelled:
+            raise UserError(f"allocation={o.allocation} needs the calibration batches as model inputs (ctx.labelled); "
+                            "use a language-model, GLUE or SQuAD task, or allocation=greedy")
+        if o.uses("fisher"):  # before the statistics: its backward pass and their Grams never coexist
             t = time.perf_counter()
             self.fisher = fisher(ctx, path and path.with_name(path.stem + "-fisher-w.pt"), ctx.cache_max_bytes)
             self.timings["fisher_s"] = elapsed(t, ctx.device)
@@ -198,23 +221,26 @@ class STAT(Method):
         read only Σz and N (no unpacking of an n × n triangle they never use)."""
         return full(st).to(self.ctx.device) if self.opts.correction in FITS else None
 
-    def counts(self, budget: float) -> list[int]:
-        """Kept units per site at ``budget`` (a fraction of the dense cost)."""
+    def counts(self, budget: float, allocation: str | None = None) -> list[int]:
+        """Kept units per site at ``budget`` (a fraction of the dense cost), by ``allocation`` (the option's)."""
         ctx, o, B = self.ctx, self.opts, self.ctx.budget(budget)
-        if o.allocation == "flap":
+        a = allocation or o.allocation
+        if a == "flap":
             return [len(k) for k in self.flap_keeps(budget)]
+        if a == "choose":
+            return [len(k) for k in self.keeps(budget, a)]
         costs = ctx.curves([self.order(i) for i in range(len(ctx.site_keys))])  # along each site's selection
-        if o.allocation == "uniform":
+        if a == "uniform":
             return alloc.uniform(costs, B)
-        if o.allocation == "paper":
+        if a == "paper":
             return self.paper_counts(budget)
-        if o.allocation == "fisher":
+        if a == "fisher":
             curves = [f["err2"].double() * w for f, w in zip(self.factors, self.fisher)]
         else:
             resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
             curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
         counts = allocate.greedy_counts(curves, costs, B, budget, o.floor)
-        if o.allocation == "propagated":  # price each site's relative error by its measured growth downstream
+        if a == "propagated":  # price each site's relative error by its measured growth downstream
             t = time.perf_counter()
             amp = sequential.amplification(self, counts)
             self.timings["propagation_s"] = elapsed(t, ctx.device)
@@ -252,10 +278,11 @@ class STAT(Method):
             counts[i] = c
         return counts
 
-    def keeps(self, budget: float) -> list[list[int]]:
-        """Kept units per site at ``budget``: sized by the allocation and chosen by the selection, or the
-        ``keep_from`` plan's (made at this budget)."""
+    def keeps(self, budget: float, allocation: str | None = None) -> list[list[int]]:
+        """Kept units per site at ``budget``: sized by ``allocation`` (the option's) and chosen by the selection, or
+        the ``keep_from`` plan's (made at this budget)."""
         ctx, o = self.ctx, self.opts
+        a = allocation or o.allocation
         if self.fixed:
             made_at, keeps = self.fixed
             if abs(made_at - budget) > 1e-9:
@@ -264,13 +291,37 @@ class STAT(Method):
             return keeps
         if o.keep_from == "flap":
             return self.flap_keeps(budget)
-        if o.allocation == "flap" and ctx.grouped:  # FLAP's KV groups and head counts, STAT's heads within them
+        if a == "choose":
+            return self.keeps(budget, self.choose(budget))
+        if a == "flap" and ctx.grouped:  # FLAP's KV groups and head counts, STAT's heads within them
             return [within_groups(ctx.site(i), self.gram(i), k, o.head_space) if ctx.groups[i] is not None else
                     select(o.selection, self.factors[i]["perm"], len(k), ctx.site(i), ctx.seed, i)
                     for i, k in enumerate(self.flap_keeps(budget))]
-        counts = self.counts(budget)
+        counts = self.counts(budget, a)
         return [select(o.selection, self.factors[i]["perm"], counts[i], ctx.site(i), ctx.seed, i)
                 for i in range(len(ctx.site_keys))]
+
+    def choose(self, budget: float) -> str:
+        """allocation=choose: the candidate of ``choose_from`` whose pruned and folded model has the lowest task loss
+        on the first ``choose_batches`` labelled calibration batches (``statistics.calibration_loss``; a shared copy
+        of the model per candidate, the dense model untouched); measured once per budget, kept in ``self.choice``."""
+        t = time.perf_counter()
+        if getattr(self, "choice", {}).get("budget") != budget:
+            ctx, n = self.ctx, self.opts.choose_batches
+            losses = {}
+            for a in self.opts.choose_from:
+                keeps = self.keeps(budget, a)
+                folding = progress(keeps, f"stat: fold {a} at {budget:g}", unit="site")
+                sites = [self.fold(i, k) for i, k in enumerate(folding)]
+                pruned = apply_plan(shared_copy(ctx.model), PrunePlan(ctx.layered(sites)), adapter=ctx.adapter)
+                del sites
+                losses[a] = calibration_loss(ctx, pruned, ctx.labelled[:n])
+                del pruned
+            self.choice = {"budget": budget, "allocation_chosen": min(losses, key=losses.get), "choice_loss": losses}
+            log.info("stat: allocation=choose at %g: %s (calibration loss %s)", budget,
+                     self.choice["allocation_chosen"], ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
+        self.timings["choice_s"] = elapsed(t, self.ctx.device)  # ~0 when this budget's choice was made before
+        return self.choice["allocation_chosen"]
 
     def flap_keeps(self, budget: float) -> list[list[int]]:
         """FLAP's kept units at ``budget``: its score per site (``FLAP.site_score``) on moments read from this
@@ -295,6 +346,9 @@ class STAT(Method):
             for key in ("propagate", "target", "reselect", "order"):  # a sequential variant: the row says which
                 if getattr(self.opts, key) != getattr(Options, key):
                     fixed[key] = getattr(self.opts, key)
+            if self.opts.allocation == "choose":  # which candidate won, and every candidate's measured loss
+                fixed.update({k: v for k, v in self.choice.items() if k != "budget"},
+                             choose_from=",".join(self.opts.choose_from), choose_batches=self.opts.choose_batches)
             return fixed if kind == "gram" else {"sketch": kind, "sketch_dim": dim, **fixed}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
@@ -304,8 +358,10 @@ class STAT(Method):
         ctx = self.ctx
         t = time.perf_counter()
         self.timings.pop("propagation_s", None)
-        keeps = self.keeps(budget)  # allocation=propagated's walk is its own stage, not the allocation's
-        self.timings["allocation_s"] = elapsed(t, ctx.device) - self.timings.get("propagation_s", 0.0)
+        self.timings.pop("choice_s", None)
+        keeps = self.keeps(budget)  # the walks of allocation=propagated and =choose are stages of their own
+        self.timings["allocation_s"] = elapsed(t, ctx.device) - self.timings.get("propagation_s", 0.0) - \
+            self.timings.get("choice_s", 0.0)
         sites = [self.fold(i, keeps[i]) for i in progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}",
                                                           unit="site")]
         return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "n_units": ctx.n_units,
@@ -321,6 +377,6 @@ class STAT(Method):
             plan = sequential.prune_ffn_first(self, model, budget)
         else:
             plan = super().prune(model, budget)
-        self.timings["fold_s"] = elapsed(t, self.ctx.device) - self.timings.get("allocation_s", 0.0) - \
-            self.timings.get("propagation_s", 0.0)
+        self.timings["fold_s"] = elapsed(t, self.ctx.device) - sum(self.timings.get(k, 0.0) for k in (
+            "allocation_s", "propagation_s", "choice_s"))
         return plan

@@ -235,6 +235,26 @@ def output_fisher(ctx, batches: list[dict]) -> list[float]:
     return (sums / max(tokens, 1)).tolist()
 
 
+@torch.no_grad()
+def calibration_loss(ctx, model, batches: list[dict]) -> float:
+    """The mean over the sequences of ``batches`` of ``model``'s task loss on each (HF's ``loss`` from the batches'
+    labels: a language model's next-token cross-entropy on a calibration window), one sequence at a time (four
+    2048-token windows' logits of a 151k-token vocabulary would take 5 GB)."""
+    from ...engine.capture import _to
+    from ...engine.placement import on_device
+
+    losses = []
+    with on_device(model, ctx.adapter.layers(model), ctx.device):
+        for b in batches:
+            for j in range(len(b["input_ids"])):
+                out = model(**_to({k: v[j:j + 1] for k, v in b.items()}, ctx.device))
+                if getattr(out, "loss", None) is None:
+                    raise UserError(f"allocation=choose compares the candidates' task loss; {type(out).__name__} "
+                                    "gives none: prune the task model (a fine-tuned checkpoint) or pick one allocation")
+                losses.append(float(out.loss))
+    return sum(losses) / len(losses)
+
+
 def fisher(ctx, path: Path | None, max_bytes: int | None = None) -> list[float]:
     """``output_fisher`` on ``ctx.labelled``, cached at ``path`` (beside the statistics, same key) when given."""
     if path is None:
