@@ -191,7 +191,9 @@ def run_method(cfg, name: str, budgets: list[float], s: Shared, out) -> None:
     resolved = methods.resolve(name, options)[1]
     ctx = methods.Context(s.model, s.adapter, s.cost, s.device, cfg.seed, cache_dir=cfg.paths.cache_dir,
                           cache_key=s.cache_key, cache_max_bytes=int(float(cfg.paths.get("cache_max_gb", 4)) * 2**30),
-                          labelled=s.task.labelled(resolved.get("samples")) if cls.wants_labels(resolved) else None)
+                          labelled=s.task.labelled(resolved.get("samples")) if cls.wants_labels(resolved) else None,
+                          unseen=s.task.unseen(n * cfg.calib_batch_size, cfg.calib_batch_size)
+                          if (n := cls.wants_unseen(resolved, len(s.cap.hidden))) else None)
     t = time.perf_counter()
     method = calibrate(name, options, ctx, s.cap)
     timings = {**s.timings, "calibrate_s": time.perf_counter() - t}

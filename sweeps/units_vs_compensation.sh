@@ -24,13 +24,15 @@
 # CHOOSE=greedy,flap (the default) also runs method=stat_choose: per budget the allocation of CHOOSE whose pruned model
 # leaves the smallest error at the last layer's output on calibration tokens (STAT's own sizes or FLAP's here); the row
 # records the choice and each candidate's error. CHOOSE= skips it; CHOOSE=greedy,fisher,flap adds the Fisher
-# allocation as a candidate (its backward pass: minutes on SmolLM2, about 32 min on the 1.5B model).
+# allocation as a candidate (its backward pass: minutes on SmolLM2, about 32 min on the 1.5B model). CHOOSE_ON=unseen
+# measures the candidates' loss on windows of the calibration corpus besides the calibration ones (default: on the
+# calibration windows, which built the plans).
 # Runs, under OUT/<units>/:
 #   plain/                         the methods in PLANS with their models saved (their plan.json)
 #   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
 #   <budget>-<units>_lstsq_bias_ridge<r>  the same with STAT's fold at ridge r
 #   <budget>-stat_<s>_sizes        STAT's units and fold at the sizes of <s>'s plan (SIZES)
-#   <budget>-stat_choose_<c>       STAT with the allocation chosen among the candidates c (CHOOSE)
+#   <budget>-stat_choose_<c>[_unseen]  STAT with the allocation chosen among the candidates c (CHOOSE, CHOOSE_ON)
 # FLAP's units with correction=mean are FLAP's model and Wanda-sp's with none are Wanda-sp's (tests/test_stat.py): those
 # runs check that on the real model; STAT's units with lstsq_bias are STAT's own row (not rerun).
 # Rerunnable: the plain run is skipped once its plans are saved, and a crossed run with its STAT row. The study keeps its
@@ -40,9 +42,9 @@ set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
   smollm2) model=(); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
-           corrections="none mean lstsq_bias"; ridges=1e-2; columns=keep_from,correction,ridge,choose_from,allocation_chosen ;;
+           corrections="none mean lstsq_bias"; ridges=1e-2; columns=keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
   qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32); units=query_head; budgets=0.8
-               plans="stat flap"; corrections=lstsq_bias; ridges=; columns=seed,keep_from,correction,ridge,choose_from,allocation_chosen ;;
+               plans="stat flap"; corrections=lstsq_bias; ridges=; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
 esac
 UNITS=${UNITS:-$units}
@@ -52,6 +54,7 @@ CORRECTIONS=${CORRECTIONS:-$corrections}
 RIDGES=${RIDGES:-$ridges}
 SIZES=${SIZES-flap}
 CHOOSE=${CHOOSE-greedy,flap}
+CHOOSE_ON=${CHOOSE_ON:-calibration}
 CALIB=${CALIB:-16}
 SEED=${SEED:-0}
 study=$MODEL/units_vs_compensation
@@ -85,10 +88,10 @@ for b in $BUDGETS; do
     python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_${z}_sizes hydra.run.dir="$dir"
   done
   for c in $CHOOSE; do  # STAT with its allocation chosen by measurement among the candidates c
-    dir="$OUT/$UNITS/$b-stat_choose_$(echo $c | tr , _)"
+    dir="$OUT/$UNITS/$b-stat_choose_$(echo $c | tr , _)$([ "$CHOOSE_ON" = calibration ] || echo _$CHOOSE_ON)"
     [ -f "$dir/results.jsonl" ] && grep -q '"method": "stat_choose"' "$dir/results.jsonl" && continue
     python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_choose \
-      +method.options.choose_from=[$c] hydra.run.dir="$dir"
+      +method.options.choose_from=[$c] +method.options.choose_on=$CHOOSE_ON hydra.run.dir="$dir"
   done
 done
 python - "$OUT" <<'PY'

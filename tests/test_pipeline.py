@@ -97,6 +97,23 @@ def test_a_baselines_saved_plan_under_its_own_and_under_stats_compensation(tmp_p
     assert one["ppl_wikitext2"] == pytest.approx(fold["ppl_wikitext2"], rel=1e-6)
 
 
+def test_stat_choose_on_unseen_windows_reads_the_corpus_besides_the_calibration_windows(tmp_path, monkeypatch):
+    """method=stat_choose with choose_on=unseen: the pipeline hands STAT windows of the calibration corpus that are
+    none of the calibration windows (the task's ``unseen``), as many as the choice asks for; the row says which
+    allocation won on them and every candidate's loss."""
+    from stat_exp.tasks.lm import LMTask
+
+    asked = []
+    real = LMTask.unseen
+    monkeypatch.setattr(LMTask, "unseen", lambda self, n, batch: asked.append((n, batch)) or real(self, n, batch))
+    _, row = run_experiment(_cfg(tmp_path, "baselines=[]", "budget=[0.5]", "method=stat_choose",
+                                 "+method.options.choose_on=unseen"))
+    assert asked == [(4, 4)]  # choose_batches=1 batch of calib_batch_size windows
+    assert row["method"] == "stat_choose" and row["choose_on"] == "unseen" and row["choose_from"] == "greedy,flap"
+    assert row["allocation_chosen"] == min(row["choice_loss"], key=row["choice_loss"].get)
+    assert set(row["choice_loss"]) == {"greedy", "flap"} and row["flops_ratio"] <= 0.5 + 1e-9
+
+
 def test_wandb_offline_holds_curve(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from wandb_reader import history, wait_complete

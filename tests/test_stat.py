@@ -182,7 +182,9 @@ def _calibrated(model, name="stat", seqlen=16, n=8, **opts):
     cap = capture_inputs(model, ad, [{"input_ids": b} for b in x.split(4)])
     m = methods.build(name, cache=False, ridge=0.0, **opts) if name.startswith("stat") else methods.build(name)
     labelled = [{"input_ids": b, "labels": b} for b in x.split(4)] if STAT.wants_labels(opts) else None
-    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen), labelled=labelled), cap)
+    unseen = [{"input_ids": b, "labels": b} for b in torch.randint(4, 250, (n, seqlen), generator=g).split(4)] \
+        if STAT.wants_unseen(opts, n // 4) else None
+    m.calibrate(methods.Context(model, ad, CostModel("flops", seqlen), labelled=labelled, unseen=unseen), cap)
     return m, x
 
 
@@ -747,6 +749,34 @@ def test_allocation_choose_keeps_the_candidate_with_the_lowest_calibration_loss(
             methods.Context(model, ad, CostModel("flops", 16)), capture_inputs(model, ad, [{"input_ids": x[:4]}]))
     f, _ = _calibrated(model, allocation="choose", choose_from=["greedy", "fisher"])  # the Fisher candidate's weights
     assert f.fisher and f.counts(budget) == [len(k) for k in f.keeps(budget)]
+
+
+def test_allocation_choose_on_unseen_windows_reads_them_and_not_the_calibration_ones():
+    """choose_on=unseen: each candidate's loss is read on ``Context.unseen`` (labelled batches besides the calibration
+    ones), so it differs from the loss on the calibration windows; refused without them."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", kv_heads=2)
+    cands = ["greedy", "uniform"]
+    m, x = _calibrated(model, allocation="choose", choose_from=cands, choose_on="unseen", choose_batches=None)
+    c, _ = _calibrated(model, allocation="choose", choose_from=cands, choose_batches=None)
+    assert STAT.wants_unseen(dict(allocation="choose", choose_on="unseen", choose_batches=None), 2) == 2
+    assert STAT.wants_unseen(dict(allocation="choose"), 2) == 0
+    m.keeps(0.6), c.keeps(0.6)
+    for a in cands:
+        theirs = copy.deepcopy(model)
+        _calibrated(model, allocation=a)[0].prune(theirs, 0.6)
+        with torch.no_grad():
+            ref = [float(theirs(**{k: v[j:j + 1] for k, v in b.items()}).loss)
+                   for b in m.ctx.unseen for j in range(len(b["input_ids"]))]
+        assert math.isclose(m.choice["choice_loss"][a], sum(ref) / len(ref), rel_tol=1e-5)
+        assert not math.isclose(m.choice["choice_loss"][a], c.choice["choice_loss"][a], rel_tol=1e-3)
+    assert m.row_info()["choose_on"] == "unseen"
+    ad = get_adapter(model)
+    with pytest.raises(UserError, match="choose_on=unseen needs labelled batches besides the calibration ones"):
+        methods.build("stat", allocation="choose", choose_on="unseen", cache=False).calibrate(
+            methods.Context(model, ad, CostModel("flops", 16), labelled=[{"input_ids": x, "labels": x}]),
+            capture_inputs(model, ad, [{"input_ids": x[:4]}]))
 
 
 def test_gram_diagonal_is_read_from_the_packed_triangle():

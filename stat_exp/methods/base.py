@@ -38,6 +38,7 @@ class Context:
     cache_key: dict | None = None                                    # what the statistics depend on
     cache_max_bytes: int | None = None                               # the cache's size bound (LRU eviction)
     labelled: list[dict] | None = None                               # full-model batches with labels (kwon)
+    unseen: list[dict] | None = None                                 # labelled batches disjoint from calibration
 
     def __post_init__(self):
         for li, layer in enumerate(self.adapter.layers(self.model)):
@@ -134,6 +135,11 @@ class Method:
         plan = self.plan(budget)
         apply_plan(model, plan, adapter=self.ctx.adapter)
         return plan
+
+    @classmethod
+    def wants_unseen(cls, options: dict, calib_batches: int) -> int:
+        """How many labelled batches besides the calibration ones the method reads (``Context.unseen``)."""
+        return 0
 
     def row_info(self) -> dict:
         """Fields this method adds to every row it produces (what it chose beyond the budget)."""

@@ -81,6 +81,11 @@ class Task(ABC):
         training data (``draw``; None: the calibration examples); None if the task has none."""
         return None
 
+    def unseen(self, n: int, batch: int) -> list[dict]:
+        """``n`` labelled examples of the calibration corpus that are not calibration examples, ``batch`` a batch."""
+        raise UserError(f"method.options.choose_on=unseen draws windows of a language-model corpus besides the "
+                        f"calibration ones; task {self.name} has none: use method.options.choose_on=calibration")
+
     def recovery_windows(self, n: int):
         """``n`` token windows for recovery fine-tuning (language-model tasks only)."""
         raise UserError(f"recover=lora trains with the next-token loss on a corpus; task {self.name} is not a "

@@ -164,6 +164,11 @@ class LMTask(Task):
         s = self.setting
         return recovery_windows(self.tok, s.calib_data, n, s.calib, s.seqlen, s.seed, s.data_dir)
 
+    def unseen(self, n: int, batch: int) -> list[dict]:
+        """``n`` windows of the calibration corpus' train split besides the calibration windows (the ones recovery
+        fine-tuning draws), with their next-token labels, ``batch`` windows a batch."""
+        return [{"input_ids": x, "labels": x} for x in self.recovery_windows(n).split(batch)]
+
     def heldout(self, n: int) -> list[dict]:
         """The first ``n`` evaluation windows of the task's first test set, one per batch."""
         bos_id = self.tok.bos_token_id if self.bos == "window" else None

@@ -24,9 +24,11 @@ Options (all ablations; the first value is the default):
               K/V never costs more than FLAP's plan)
               | choose (per budget, the allocation of ``choose_from`` whose pruned and folded model has the lowest
               task loss on the first ``choose_batches`` labelled calibration batches (a language model's next-token
-              loss on its calibration windows), ``statistics.calibration_loss``: per candidate one fold and one
-              forward pass of those batches; the row records the choice and every candidate's loss. With
-              propagate=pruned the candidates are compared as one-pass models)
+              loss on its calibration windows), or with ``choose_on=unseen`` on as many batches of the calibration
+              corpus' other windows (``Context.unseen``: the windows that built the plans favour the plan that fits
+              them most), ``statistics.calibration_loss``: per candidate one fold and one forward pass of those
+              batches; the row records the choice and every candidate's loss. With propagate=pruned the candidates
+              are compared as one-pass models)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
 - paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
@@ -75,7 +77,8 @@ CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": (
            "propagate": ("dense", "pruned"), "target": ("self", "dense"), "order": ("joint", "ffn_first"),
            "head_space": ("output", "context"), "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
-           "paper_variant": ("auto", "bert", "opt"), "paper_shares": ("cost", "released")}
+           "paper_variant": ("auto", "bert", "opt"), "paper_shares": ("cost", "released"),
+           "choose_on": ("calibration", "unseen")}
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,8 @@ class Options:
     paper_sketch: bool = False
     keep_from: str | None = None
     choose_from: tuple[str, ...] = ("greedy", "flap")  # allocation=choose: the candidates
-    choose_batches: int | None = 1  # allocation=choose: labelled calibration batches measured on (None: all)
+    choose_batches: int | None = 1  # allocation=choose: batches measured on (None: as many as calibration has)
+    choose_on: str = "calibration"  # allocation=choose: the calibration windows | unseen: others of that corpus
 
     def __post_init__(self):
         for key, allowed in CHOICES.items():
@@ -155,6 +159,13 @@ class STAT(Method):
     def wants_labels(cls, options: dict) -> bool:
         return options.get("allocation") in ("fisher", "choose")  # the calibration inputs as full-model batches
 
+    @classmethod
+    def wants_unseen(cls, options: dict, calib_batches: int) -> int:
+        """allocation=choose with choose_on=unseen: choose_batches batches (None: as many as calibration has)."""
+        if options.get("allocation") != "choose" or options.get("choose_on", Options.choose_on) != "unseen":
+            return 0
+        return options.get("choose_batches", Options.choose_batches) or calib_batches
+
     def new_acc(self, kind):
         return make_accumulator(*self.sketch, self.ctx.seed)
 
@@ -189,6 +200,9 @@ class STAT(Method):
         self.fixed = read_keeps(o.keep_from, ctx.site_keys, ctx.n_units) \
             if o.keep_from and o.keep_from != "flap" else None  # before the walk
         path = cache_path(ctx.cache_dir, ctx.cache_key, *self.sketch) if o.cache else None
+        if o.allocation == "choose" and o.choose_on == "unseen" and not ctx.unseen:
+            raise UserError("allocation=choose with choose_on=unseen needs labelled batches besides the calibration "
+                            "ones (ctx.unseen); use a language-model task, or choose_on=calibration")
         if (o.uses("fisher") or o.allocation == "choose") and not ctx.labelled:
             raise UserError(f"allocation={o.allocation} needs the calibration batches as model inputs (ctx.labelled); "
                             "use a language-model, GLUE or SQuAD task, or allocation=greedy")
@@ -315,7 +329,8 @@ class STAT(Method):
                 sites = [self.fold(i, k) for i, k in enumerate(folding)]
                 pruned = apply_plan(shared_copy(ctx.model), PrunePlan(ctx.layered(sites)), adapter=ctx.adapter)
                 del sites
-                losses[a] = calibration_loss(ctx, pruned, ctx.labelled[:n])
+                losses[a] = calibration_loss(ctx, pruned, ctx.unseen if self.opts.choose_on == "unseen" else
+                                             ctx.labelled[:n])
                 del pruned
             self.choice = {"budget": budget, "allocation_chosen": min(losses, key=losses.get), "choice_loss": losses}
             log.info("stat: allocation=choose at %g: %s (calibration loss %s)", budget,
@@ -348,7 +363,8 @@ class STAT(Method):
                     fixed[key] = getattr(self.opts, key)
             if self.opts.allocation == "choose":  # which candidate won, and every candidate's measured loss
                 fixed.update({k: v for k, v in self.choice.items() if k != "budget"},
-                             choose_from=",".join(self.opts.choose_from), choose_batches=self.opts.choose_batches)
+                             choose_from=",".join(self.opts.choose_from), choose_batches=self.opts.choose_batches,
+                             choose_on=self.opts.choose_on)
             return fixed if kind == "gram" else {"sketch": kind, "sketch_dim": dim, **fixed}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
