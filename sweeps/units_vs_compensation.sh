@@ -24,9 +24,9 @@
 # CHOOSE=greedy,flap (the default) also runs method=stat_choose: per budget the allocation of CHOOSE whose pruned model
 # leaves the smallest error at the last layer's output on calibration tokens (STAT's own sizes or FLAP's here); the row
 # records the choice and each candidate's error. CHOOSE= skips it; CHOOSE=greedy,fisher,flap adds the Fisher
-# allocation as a candidate (its backward pass: minutes on SmolLM2, about 32 min on the 1.5B model). CHOOSE_ON=unseen
-# measures the candidates' loss on windows of the calibration corpus besides the calibration ones (default: on the
-# calibration windows, which built the plans).
+# allocation as a candidate (its backward pass: minutes on SmolLM2, about 32 min on the 1.5B model). The candidates'
+# loss is measured on windows of the calibration corpus besides the calibration ones (CHOOSE_ON=unseen, the default),
+# or with CHOOSE_ON=calibration on the calibration windows, which built the plans.
 # Runs, under OUT/<units>/:
 #   plain/                         the methods in PLANS with their models saved (their plan.json)
 #   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
@@ -54,7 +54,7 @@ CORRECTIONS=${CORRECTIONS:-$corrections}
 RIDGES=${RIDGES:-$ridges}
 SIZES=${SIZES-flap}
 CHOOSE=${CHOOSE-greedy,flap}
-CHOOSE_ON=${CHOOSE_ON:-calibration}
+CHOOSE_ON=${CHOOSE_ON:-unseen}
 CALIB=${CALIB:-16}
 SEED=${SEED:-0}
 study=$MODEL/units_vs_compensation
@@ -91,7 +91,7 @@ for b in $BUDGETS; do
     dir="$OUT/$UNITS/$b-stat_choose_$(echo $c | tr , _)$([ "$CHOOSE_ON" = calibration ] || echo _$CHOOSE_ON)"
     [ -f "$dir/results.jsonl" ] && grep -q '"method": "stat_choose"' "$dir/results.jsonl" && continue
     python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_choose \
-      +method.options.choose_from=[$c] +method.options.choose_on=$CHOOSE_ON hydra.run.dir="$dir"
+      +method.options.choose_from=[$c] method.options.choose_on=$CHOOSE_ON hydra.run.dir="$dir"
   done
 done
 python - "$OUT" <<'PY'

@@ -98,7 +98,7 @@ def test_a_baselines_saved_plan_under_its_own_and_under_stats_compensation(tmp_p
 
 
 def test_stat_choose_on_unseen_windows_reads_the_corpus_besides_the_calibration_windows(tmp_path, monkeypatch):
-    """method=stat_choose with choose_on=unseen: the pipeline hands STAT windows of the calibration corpus that are
+    """method=stat_choose (choose_on=unseen by default): the pipeline hands STAT windows of the calibration corpus that are
     none of the calibration windows (the task's ``unseen``), as many as the choice asks for; the row says which
     allocation won on them and every candidate's loss."""
     from stat_exp.tasks.lm import LMTask
@@ -106,8 +106,7 @@ def test_stat_choose_on_unseen_windows_reads_the_corpus_besides_the_calibration_
     asked = []
     real = LMTask.unseen
     monkeypatch.setattr(LMTask, "unseen", lambda self, n, batch: asked.append((n, batch)) or real(self, n, batch))
-    _, row = run_experiment(_cfg(tmp_path, "baselines=[]", "budget=[0.5]", "method=stat_choose",
-                                 "+method.options.choose_on=unseen"))
+    _, row = run_experiment(_cfg(tmp_path, "baselines=[]", "budget=[0.5]", "method=stat_choose"))  # unseen: the default
     assert asked == [(4, 4)]  # choose_batches=1 batch of calib_batch_size windows
     assert row["method"] == "stat_choose" and row["choose_on"] == "unseen" and row["choose_from"] == "greedy,flap"
     assert row["allocation_chosen"] == min(row["choice_loss"], key=row["choice_loss"].get)

@@ -713,7 +713,8 @@ def test_allocation_choose_keeps_the_candidate_with_the_lowest_calibration_loss(
     model, _ = make_tiny("llama", kv_heads=2, attn_units=units)
     before = copy.deepcopy(model.state_dict())
     cands = ("greedy", "uniform", "flap")
-    m, x = _calibrated(model, allocation="choose", choose_from=list(cands), choose_batches=batches)
+    m, x = _calibrated(model, allocation="choose", choose_from=list(cands), choose_batches=batches,
+                       choose_on="calibration")
     budget = 0.6
     keeps = m.keeps(budget)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
@@ -745,23 +746,25 @@ def test_allocation_choose_keeps_the_candidate_with_the_lowest_calibration_loss(
         methods.build("stat", allocation="choose", choose_batches=0)
     ad = get_adapter(model)
     with pytest.raises(UserError, match="allocation=choose needs the calibration batches as model inputs"):
-        methods.build("stat", allocation="choose", cache=False).calibrate(
+        methods.build("stat", allocation="choose", choose_on="calibration", cache=False).calibrate(
             methods.Context(model, ad, CostModel("flops", 16)), capture_inputs(model, ad, [{"input_ids": x[:4]}]))
     f, _ = _calibrated(model, allocation="choose", choose_from=["greedy", "fisher"])  # the Fisher candidate's weights
+    assert f.opts.choose_on == "unseen" and f.ctx.unseen
     assert f.fisher and f.counts(budget) == [len(k) for k in f.keeps(budget)]
 
 
 def test_allocation_choose_on_unseen_windows_reads_them_and_not_the_calibration_ones():
-    """choose_on=unseen: each candidate's loss is read on ``Context.unseen`` (labelled batches besides the calibration
+    """choose_on=unseen (the default): each candidate's loss is read on ``Context.unseen`` (labelled batches besides the calibration
     ones), so it differs from the loss on the calibration windows; refused without them."""
     from conftest import make_tiny
 
     model, _ = make_tiny("llama", kv_heads=2)
     cands = ["greedy", "uniform"]
-    m, x = _calibrated(model, allocation="choose", choose_from=cands, choose_on="unseen", choose_batches=None)
-    c, _ = _calibrated(model, allocation="choose", choose_from=cands, choose_batches=None)
+    m, x = _calibrated(model, allocation="choose", choose_from=cands, choose_batches=None)
+    c, _ = _calibrated(model, allocation="choose", choose_from=cands, choose_on="calibration", choose_batches=None)
     assert STAT.wants_unseen(dict(allocation="choose", choose_on="unseen", choose_batches=None), 2) == 2
-    assert STAT.wants_unseen(dict(allocation="choose"), 2) == 0
+    assert STAT.wants_unseen(dict(allocation="choose", choose_on="calibration"), 2) == 0
+    assert STAT.wants_unseen(dict(allocation="choose"), 2) == 1 and STAT.wants_unseen(dict(allocation="greedy"), 2) == 0
     m.keeps(0.6), c.keeps(0.6)
     for a in cands:
         theirs = copy.deepcopy(model)

@@ -23,10 +23,10 @@ Options (all ablations; the first value is the default):
               many heads as FLAP keeps, chosen by their pivots among the heads of FLAP's KV groups, so the shared
               K/V never costs more than FLAP's plan)
               | choose (per budget, the allocation of ``choose_from`` whose pruned and folded model has the lowest
-              task loss on the first ``choose_batches`` labelled calibration batches (a language model's next-token
-              loss on its calibration windows), or with ``choose_on=unseen`` on as many batches of the calibration
-              corpus' other windows (``Context.unseen``: the windows that built the plans favour the plan that fits
-              them most), ``statistics.calibration_loss``: per candidate one fold and one forward pass of those
+              task loss on ``choose_batches`` batches of the calibration corpus' other windows (``Context.unseen``;
+              a language model's next-token loss), or with ``choose_on=calibration`` on the first calibration
+              batches (biased: the windows that built the plans favour the plan that fits them most; any task with
+              labels), ``statistics.calibration_loss``: per candidate one fold and one forward pass of those
               batches; the row records the choice and every candidate's loss. With propagate=pruned the candidates
               are compared as one-pass models)
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
@@ -78,7 +78,7 @@ CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": (
            "head_space": ("output", "context"), "normalize": ("residual", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
            "paper_variant": ("auto", "bert", "opt"), "paper_shares": ("cost", "released"),
-           "choose_on": ("calibration", "unseen")}
+           "choose_on": ("unseen", "calibration")}
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class Options:
     keep_from: str | None = None
     choose_from: tuple[str, ...] = ("greedy", "flap")  # allocation=choose: the candidates
     choose_batches: int | None = 1  # allocation=choose: batches measured on (None: as many as calibration has)
-    choose_on: str = "calibration"  # allocation=choose: the calibration windows | unseen: others of that corpus
+    choose_on: str = "unseen"  # allocation=choose: other windows of the calibration corpus | calibration: its own
 
     def __post_init__(self):
         for key, allowed in CHOICES.items():
