@@ -22,8 +22,8 @@
 # from its choice of units; SIZES= skips it. Qwen at three budgets, that row alone (its statistics cached, about 8 min a
 # budget): MODEL=qwen25_1_5b PLANS= BUDGETS="0.9 0.8 0.7" bash sweeps/units_vs_compensation.sh
 # CHOOSE=greedy,flap (the default) also runs method=stat_choose: per budget the allocation of CHOOSE whose pruned model
-# leaves the smallest error at the last layer's output on calibration tokens (STAT's own sizes or FLAP's here); the row
-# records the choice and each candidate's error. CHOOSE= skips it; CHOOSE=greedy,fisher,flap adds the Fisher
+# has the lowest next-token loss (STAT's own sizes or FLAP's here); the row records the choice and each candidate's
+# loss. CHOOSE= skips it; CHOOSE=greedy,fisher,flap adds the Fisher
 # allocation as a candidate (its backward pass: minutes on SmolLM2, about 32 min on the 1.5B model). The candidates'
 # loss is measured on windows of the calibration corpus besides the calibration ones (CHOOSE_ON=unseen, the default),
 # or with CHOOSE_ON=calibration on the calibration windows, which built the plans.
@@ -42,7 +42,7 @@ set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
   smollm2) model=(); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
-           corrections="none mean lstsq_bias"; ridges=1e-2; columns=keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
+           corrections="none mean lstsq_bias"; ridges=1e-2; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
   qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32); units=query_head; budgets=0.8
                plans="stat flap"; corrections=lstsq_bias; ridges=; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;

@@ -112,6 +112,11 @@ class Method:
         """Whether the method with ``options`` needs labelled batches (``ctx.labelled``)."""
         return cls.needs_labels
 
+    @classmethod
+    def wants_unseen(cls, options: dict, calib_batches: int) -> int:
+        """How many labelled batches besides the calibration ones the method reads (``Context.unseen``)."""
+        return 0
+
     def calibrate(self, ctx: Context, cap: Captured) -> None:
         """Per-site statistics of the dense model (``needs_stats``). Without a Gram they are one walk per model
         and captured inputs, kept with ``cap``: the baselines of a run share it (read-only)."""
@@ -135,11 +140,6 @@ class Method:
         plan = self.plan(budget)
         apply_plan(model, plan, adapter=self.ctx.adapter)
         return plan
-
-    @classmethod
-    def wants_unseen(cls, options: dict, calib_batches: int) -> int:
-        """How many labelled batches besides the calibration ones the method reads (``Context.unseen``)."""
-        return 0
 
     def row_info(self) -> dict:
         """Fields this method adds to every row it produces (what it chose beyond the budget)."""

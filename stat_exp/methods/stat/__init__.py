@@ -317,8 +317,10 @@ class STAT(Method):
 
     def choose(self, budget: float) -> str:
         """allocation=choose: the candidate of ``choose_from`` whose pruned and folded model has the lowest task loss
-        on the first ``choose_batches`` labelled calibration batches (``statistics.calibration_loss``; a shared copy
-        of the model per candidate, the dense model untouched); measured once per budget, kept in ``self.choice``."""
+        (``statistics.calibration_loss``) on ``choose_batches`` labelled batches: windows of the calibration corpus
+        besides the calibration ones (``choose_on=unseen``, ``ctx.unseen``) or the first calibration batches
+        (``choose_on=calibration``). A shared copy of the model per candidate, the dense model untouched; measured
+        once per budget, kept in ``self.choice``."""
         t = time.perf_counter()
         if getattr(self, "choice", {}).get("budget") != budget:
             ctx, n = self.ctx, self.opts.choose_batches
@@ -333,8 +335,8 @@ class STAT(Method):
                                              ctx.labelled[:n])
                 del pruned
             self.choice = {"budget": budget, "allocation_chosen": min(losses, key=losses.get), "choice_loss": losses}
-            log.info("stat: allocation=choose at %g: %s (calibration loss %s)", budget,
-                     self.choice["allocation_chosen"], ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
+            log.info("stat: allocation=choose at %g: %s (loss on %s windows: %s)", budget, self.choice["allocation_chosen"],
+                     self.opts.choose_on, ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
         self.timings["choice_s"] = elapsed(t, self.ctx.device)  # ~0 when this budget's choice was made before
         return self.choice["allocation_chosen"]
 

@@ -164,4 +164,3 @@ def amplification(stat, counts: list[int]) -> list[float]:
         amp[li] = amp[li + 1] * gains[li + 1]
     log.info("stat: measured growth to the last layer, per layer: %s", " ".join(f"{a:.3g}" for a in amp))
     return amp
-
