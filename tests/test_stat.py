@@ -753,6 +753,34 @@ def test_allocation_choose_keeps_the_candidate_with_the_lowest_calibration_loss(
     assert f.fisher and f.counts(budget) == [len(k) for k in f.keeps(budget)]
 
 
+def test_allocation_choose_folds_the_last_candidate_once_when_it_wins():
+    """When the last candidate of ``choose_from`` wins, the plan reuses the folds its loss was measured with (one
+    fold per site and candidate); when another wins, the winner is folded again. Either way the pruned model is the
+    one the winning allocation gives alone, and no folds are kept for the pruned path, which folds its own."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", kv_heads=2)
+    budget, cands = 0.6, ["greedy", "uniform"]
+    probe, _ = _calibrated(model, allocation="choose", choose_from=cands, choose_on="calibration")
+    win = probe.choose(budget)
+    other = next(a for a in cands if a != win)
+    ref = copy.deepcopy(model)
+    _calibrated(model, allocation=win)[0].prune(ref, budget)
+    n = len(probe.ctx.site_keys)
+    for order, folds in (([other, win], 2 * n), ([win, other], 3 * n)):
+        m, _ = _calibrated(model, allocation="choose", choose_from=order, choose_on="calibration")
+        calls, fold = [], m.fold
+        m.fold = lambda i, k: calls.append(i) or fold(i, k)
+        pruned = copy.deepcopy(model)
+        m.prune(pruned, budget)
+        assert len(calls) == folds and m.folded is None and m.choice["allocation_chosen"] == win
+        assert pruned.state_dict().keys() == ref.state_dict().keys()
+        assert all(torch.equal(v, ref.state_dict()[k]) for k, v in pruned.state_dict().items())
+    seq, _ = _calibrated(model, allocation="choose", choose_from=[other, win], choose_on="calibration",
+                         propagate="pruned")
+    assert seq.choose(budget) == win and seq.folded is None
+
+
 def test_allocation_choose_on_unseen_windows_reads_them_and_not_the_calibration_ones():
     """choose_on=unseen (the default): each candidate's loss is read on ``Context.unseen`` (labelled batches besides the calibration
     ones), so it differs from the loss on the calibration windows; refused without them."""

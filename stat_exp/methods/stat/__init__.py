@@ -320,23 +320,29 @@ class STAT(Method):
         (``statistics.calibration_loss``) on ``choose_batches`` labelled batches: windows of the calibration corpus
         besides the calibration ones (``choose_on=unseen``, ``ctx.unseen``) or the first calibration batches
         (``choose_on=calibration``). A shared copy of the model per candidate, the dense model untouched; measured
-        once per budget, kept in ``self.choice``."""
+        once per budget, kept in ``self.choice``. When the last candidate wins, its folds are kept for ``plan``
+        (``self.folded``), which would otherwise fold it again; no two candidates' folds are held at once."""
         t = time.perf_counter()
         if getattr(self, "choice", {}).get("budget") != budget:
-            ctx, n = self.ctx, self.opts.choose_batches
+            ctx, n, last = self.ctx, self.opts.choose_batches, self.opts.choose_from[-1]
             losses = {}
             for a in self.opts.choose_from:
                 keeps = self.keeps(budget, a)
                 folding = progress(keeps, f"stat: fold {a} at {budget:g}", unit="site")
                 sites = [self.fold(i, k) for i, k in enumerate(folding)]
                 pruned = apply_plan(shared_copy(ctx.model), PrunePlan(ctx.layered(sites)), adapter=ctx.adapter)
-                del sites
+                if a != last:
+                    del sites
                 losses[a] = calibration_loss(ctx, pruned, ctx.unseen if self.opts.choose_on == "unseen" else
                                              ctx.labelled[:n])
                 del pruned
             self.choice = {"budget": budget, "allocation_chosen": min(losses, key=losses.get), "choice_loss": losses}
-            log.info("stat: allocation=choose at %g: %s (loss on %s windows: %s)", budget, self.choice["allocation_chosen"],
-                     self.opts.choose_on, ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
+            one_pass = self.opts.propagate == "dense" and self.opts.order == "joint"  # the paths that call plan
+            self.folded = (budget, sites) if one_pass and self.choice["allocation_chosen"] == last else None
+            del sites
+            log.info("stat: allocation=choose at %g: %s (loss on %s windows: %s)", budget,
+                     self.choice["allocation_chosen"], self.opts.choose_on,
+                     ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
         self.timings["choice_s"] = elapsed(t, self.ctx.device)  # ~0 when this budget's choice was made before
         return self.choice["allocation_chosen"]
 
@@ -380,8 +386,9 @@ class STAT(Method):
         keeps = self.keeps(budget)  # the walks of allocation=propagated and =choose are stages of their own
         self.timings["allocation_s"] = elapsed(t, ctx.device) - self.timings.get("propagation_s", 0.0) - \
             self.timings.get("choice_s", 0.0)
-        sites = [self.fold(i, keeps[i]) for i in progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}",
-                                                          unit="site")]
+        folded, self.folded = getattr(self, "folded", None), None  # allocation=choose: the winner's, when kept
+        folding = progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}", unit="site")
+        sites = folded[1] if folded and folded[0] == budget else [self.fold(i, keeps[i]) for i in folding]
         return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "n_units": ctx.n_units,
                                                    "counts": [len(k) for k in keeps]})
 
