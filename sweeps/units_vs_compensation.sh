@@ -14,9 +14,10 @@
 #                evaluation about 7); at 0.9 it is FLAP with KV-group units: UNITS=kv_group BUDGETS=0.9 PLANS=flap
 #                (STAT's row at 0.9 is results/qwen25_1_5b/wikitext2_methods')
 # CALIB sets the calibration sequences for every run (default 16); OUT then gains _calib<n>. SEED sets the calibration
-# draw (default 0); OUT then gains _seed<n>. CACHE_GB caps the statistics cache (default 12: two Qwen caches). Qwen at 32 x 2048 (every
-# method on the same tokens): CALIB=32 MODEL=qwen25_1_5b PLANS=flap (FLAP, then FLAP's units under STAT's fold: STAT's
-# statistics walk about 40 min), then CALIB=32 MODEL=qwen25_1_5b UNITS=kv_group PLANS=stat (STAT's own row, cached)
+# draw (default 0); OUT then gains _seed<n>. CACHE_GB caps the statistics cache (default 12: two Qwen caches).
+# Qwen at 32 x 2048 (every method on the same tokens): CALIB=32 MODEL=qwen25_1_5b PLANS=flap (FLAP, then FLAP's units
+# under STAT's fold: STAT's statistics walk about 40 min), then CALIB=32 MODEL=qwen25_1_5b UNITS=kv_group PLANS=stat
+# (STAT's own row, cached)
 # SIZES=flap (the default) also runs STAT's own units at FLAP's sizes (method=stat_flap_sizes: each site keeps as many
 # units as in FLAP's plan, chosen by STAT's pivots; under GQA within FLAP's KV groups), which tells FLAP's allocation
 # from its choice of units; SIZES= skips it. Qwen at three budgets, that row alone (its statistics cached, about 8 min a
