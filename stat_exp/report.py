@@ -82,9 +82,10 @@ def _fmt(metric: str) -> str:
 
 PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units",
             "dtype", "quant", "sketch", "sketch_dim", "keep_from", "correction", "ridge", "propagate", "target", "reselect",
-            "order", "choose_from", "choose_on")
+            "order", "normalize", "choose_from", "choose_on")
 CALIBRATION_ONLY = ("calib", "calib_data", "attn_units", "sketch", "sketch_dim", "keep_from", "correction", "ridge",
-                    "propagate", "target", "reselect", "order", "choose_from", "choose_on")  # keys that do not change the dense model's row
+                    "propagate", "target", "reselect", "order", "normalize", "choose_from",
+                    "choose_on")  # keys that do not change the dense model's row
 
 
 def varying(rows: list[dict]) -> list[str]:

@@ -41,7 +41,8 @@ Options (all ablations; the first value is the default):
               keep_from) and refit only the fold on the pruned path)
 - order:      joint | ffn_first (released: FFNs first, head statistics on the FFN-pruned model)
 - head_space: output (columns vec(W_o,h c_h)) | context (paper: columns vec(c_h))
-- normalize:  residual (error / residual-stream energy) | layer (/ branch-output energy) | none
+- normalize:  residual (error / residual-stream energy) | median (/ N × its median token's ‖h‖², blind to
+              attention sinks' massive activations) | layer (/ branch-output energy) | none
 - sketch:     gram | tsqr | countsketch | gaussian (sketch_dim rows, default 4n)
 - floor:      greedy allocation keeps ≥ ⌈floor · budget · n⌉ units of every site; ridge: LS Tikhonov term
 - keep_from:  null | a saved plan.json: keep its units (sizes and pivots; same model, units and budget) and fold
@@ -75,7 +76,7 @@ log = logging.getLogger("stat_exp")
 CHOICES = {"correction": ("lstsq_bias", "lstsq", "mean", "none"), "selection": ("qr", "random", "magnitude"),
            "allocation": ("greedy", "paper", "uniform", "fisher", "propagated", "flap", "choose"),
            "propagate": ("dense", "pruned"), "target": ("self", "dense"), "order": ("joint", "ffn_first"),
-           "head_space": ("output", "context"), "normalize": ("residual", "layer", "none"),
+           "head_space": ("output", "context"), "normalize": ("residual", "median", "layer", "none"),
            "sketch": ("gram", "tsqr", "countsketch", "gaussian", "gaussian_block"),
            "paper_variant": ("auto", "bert", "opt"), "paper_shares": ("cost", "released"),
            "choose_on": ("unseen", "calibration")}
@@ -251,7 +252,8 @@ class STAT(Method):
         if a == "fisher":
             curves = [f["err2"].double() * w for f, w in zip(self.factors, self.fisher)]
         else:
-            resid = [self.stat(i).get("resid", 1.0) for i in range(len(ctx.site_keys))]
+            key = "resid_median" if o.normalize == "median" else "resid"
+            resid = [self.stat(i).get(key, 1.0) for i in range(len(ctx.site_keys))]
             curves = allocate.curves(ctx.site_keys, self.factors, resid, o.normalize)
         counts = allocate.greedy_counts(curves, costs, B, budget, o.floor)
         if a == "propagated":  # price each site's relative error by its measured growth downstream
@@ -366,7 +368,7 @@ class STAT(Method):
                 fixed["correction"] = self.opts.correction
             if self.opts.ridge != Options.ridge:
                 fixed["ridge"] = self.opts.ridge
-            for key in ("propagate", "target", "reselect", "order"):  # a sequential variant: the row says which
+            for key in ("propagate", "target", "reselect", "order", "normalize"):  # a variant: the row says which
                 if getattr(self.opts, key) != getattr(Options, key):
                     fixed[key] = getattr(self.opts, key)
             if self.opts.allocation == "choose":  # which candidate won, and every candidate's measured loss

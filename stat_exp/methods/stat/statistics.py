@@ -1,5 +1,6 @@
 """STAT's statistics from one dense walk, per site: the Gram G = ZᵀZ of the consumer input (or AᵀA of a
-sketch/TSQR factor), Σz and the token count N; per layer, the residual-stream energy Σ‖h‖² at its input.
+sketch/TSQR factor), Σz and the token count N; per layer, the residual-stream energy Σ‖h‖² at its input
+(and N × its median token's ‖h‖²).
 Cached on disk by what they depend on (model, data, calib, seqlen, seed, dtype, sketch, version), as the
 upper triangle of G in fp32 (half of the full matrix), with a JSON sidecar naming the key; the cache is
 bounded (``stat_exp.cache``). Each site keeps only that triangle, packed and written to disk as soon as its
@@ -26,7 +27,7 @@ from ...errors import UserError
 from ...progress import progress
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 4  # bump when the statistics' meaning or storage changes
+CACHE_VERSION = 5  # bump when the statistics' meaning or storage changes
 
 
 def cache_path(cache_dir: str | None, cache_key: dict | None, sketch: str, sketch_dim) -> Path | None:
@@ -69,8 +70,8 @@ def site_stat(acc) -> dict:
 
 
 def collect(ctx, cap: Captured, sketch: str, sketch_dim, path: Path | None, max_bytes: int | None = None) -> list:
-    """Per layer {kind: {'G' (packed upper triangle, fp32, host), 's1', 'n', 'resid'}}: from ``path`` when
-    cached, else one walk (and stored there, evicting least-recently-used entries beyond ``max_bytes``). A
+    """Per layer {kind: {'G' (packed upper triangle, fp32, host), 's1', 'n', 'resid', 'resid_median'}}: from
+    ``path`` when cached, else one walk (and stored there, evicting least-recently-used entries beyond ``max_bytes``). A
     second job asking for the same entry while one computes it waits and reads it (``cache.fetch``)."""
     if path is None:
         return _walk(ctx, cap, sketch, sketch_dim, None)
@@ -98,9 +99,13 @@ def _walk(ctx, cap: Captured, sketch: str, sketch_dim, spill_parent: Path | None
     spill = Path(tempfile.mkdtemp(prefix=f"stat-spill-{files.owner()}-", dir=spill_parent))
 
     def record(li, layer, stats, run):
-        resid = float(sum(h.float().square().sum() for h in run.streams["main"].hidden))  # Σ‖h‖² at its input
+        hidden = run.streams["main"].hidden
+        resid = float(sum(h.float().square().sum() for h in hidden))  # Σ‖h‖² at its input
+        energy = torch.cat([h.float().square().sum(-1).flatten() for h in hidden])  # ‖h_t‖² per token
+        typical = float(energy.median()) * energy.numel()  # median token ‖h‖² × N: blind to a few sinks
         f = spill / f"{li:04d}.pt"
-        torch.save({k: {"G": pack(a.gram()), "s1": a.s1.cpu(), "n": a.n, "resid": resid} for k, a in stats.items()}, f)
+        torch.save({k: {"G": pack(a.gram()), "s1": a.s1.cpu(), "n": a.n, "resid": resid, "resid_median": typical}
+                    for k, a in stats.items()}, f)
         packed.append(torch.load(f, mmap=True, weights_only=True))
         stats.clear()  # spilled: the walk keeps none of this layer's matrices
 
