@@ -71,8 +71,9 @@ def site_stat(acc) -> dict:
 
 def collect(ctx, cap: Captured, sketch: str, sketch_dim, path: Path | None, max_bytes: int | None = None) -> list:
     """Per layer {kind: {'G' (packed upper triangle, fp32, host), 's1', 'n', 'resid', 'resid_median'}}: from
-    ``path`` when cached, else one walk (and stored there, evicting least-recently-used entries beyond ``max_bytes``). A
-    second job asking for the same entry while one computes it waits and reads it (``cache.fetch``)."""
+    ``path`` when cached, else one walk (and stored there, evicting least-recently-used entries beyond
+    ``max_bytes``). A second job asking for the same entry while one computes it waits and reads it
+    (``cache.fetch``)."""
     if path is None:
         return _walk(ctx, cap, sketch, sketch_dim, None)
     spill: list[Path] = []
