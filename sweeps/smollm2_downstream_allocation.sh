@@ -22,8 +22,8 @@ python run.py -m attn_units=kv_group,query_head budget=[0.9,0.8,0.7,0.6,0.5] met
 python run.py -m seed=0,1,2 attn_units=query_head budget=[0.9,0.8,0.7,0.6,0.5] method.options.normalize=median \
   dense=false eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/downstream_allocation \
   hydra.sweep.dir="$OUT/median" "$@"
-python -m stat_exp.report results/smollm2/downstream_allocation "$OUT/0" "$OUT/1" "$OUT/propagated" "$OUT/median/0" \
-  --metric ppl_wikitext2 --best-of attn_units
+python -m stat_exp.report results/smollm2/downstream_allocation "$OUT"/[01]_* "$OUT/propagated" "$OUT"/median/0_* \
+  --metric ppl_wikitext2 --best-of attn_units  # the seed-0 runs (Hydra's job folders are <num>_<overrides>)
 python run.py -m calib=16,32 attn_units=query_head budget=[0.9,0.8,0.7,0.6,0.5] baselines=[stat_fisher,flap] \
   eval_windows=10 logger=${LOGGER:-wandb} logger.group=smollm2/calibration_size_query_heads hydra.sweep.dir="$OUT/calibration" "$@"
 python -m stat_exp.report results/smollm2/calibration_size_query_heads "$OUT/calibration" --metric ppl_wikitext2
