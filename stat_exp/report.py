@@ -82,10 +82,10 @@ def _fmt(metric: str) -> str:
 
 PROTOCOL = ("model", "calib", "calib_data", "seqlen", "eval_split", "budget_kind", "latency_shape", "bos", "attn_units",
             "dtype", "quant", "sketch", "sketch_dim", "keep_from", "correction", "ridge", "propagate", "target", "reselect",
-            "order", "normalize", "choose_from", "choose_on")
+            "order", "normalize", "choose_from", "choose_on", "choose_ridge")
 CALIBRATION_ONLY = ("calib", "calib_data", "attn_units", "sketch", "sketch_dim", "keep_from", "correction", "ridge",
                     "propagate", "target", "reselect", "order", "normalize", "choose_from",
-                    "choose_on")  # keys that do not change the dense model's row
+                    "choose_on", "choose_ridge")  # keys that do not change the dense model's row
 
 
 def varying(rows: list[dict]) -> list[str]:
@@ -152,10 +152,12 @@ def table(rows: list[dict], metric: str, fmt: str | None = None, by: str | list[
     return "\n".join(parts)
 
 
-def best_of(rows: list[dict], metric: str, key: str) -> str:
+def best_of(rows: list[dict], metric: str, key: str, by: list[str] | None = None) -> str:
     """Markdown: per task, each method at its better ``key`` value per budget (e.g. ``attn_units``: the better unit
     granularity), the seed mean compared (perplexity: lowest; other metrics: highest); the winning value in
-    brackets with the achieved FLOPs, so a comparison shows every baseline at its best."""
+    brackets with the achieved FLOPs, so a comparison shows every baseline at its best. ``by``: the other keys that
+    split a method into lines (as in the table: ``stat normalize=median`` is never averaged into ``stat``)."""
+    by = [k for k in (by or []) if k != key]
     parts = []
     for task in dict.fromkeys(r.get("task") for r in rows):
         rt = [r for r in rows if r.get("task") == task]
@@ -167,12 +169,12 @@ def best_of(rows: list[dict], metric: str, key: str) -> str:
         dense = [r[m] for r in rt if r["method"] == "dense" and r.get(m) is not None]
         if dense:
             lines.append("| dense | " + " | ".join(f.format(statistics.fmean(dense)) for _ in budgets) + " |")
-        for meth in dict.fromkeys(r["method"] for r in rt if r["method"] != "dense"):
+        for meth in dict.fromkeys(_label(r, by) for r in rt if r["method"] != "dense"):
             cells = []
             for b in budgets:
                 opts = {}
                 for r in rt:
-                    if r["method"] == meth and r["budget"] == b and r.get(m) is not None:
+                    if r["method"] != "dense" and _label(r, by) == meth and r["budget"] == b and r.get(m) is not None:
                         opts.setdefault(r.get(key), []).append(r)
                 if not opts:
                     cells.append("")
@@ -248,7 +250,7 @@ def render(spec: dict, rows: list[dict]) -> dict[str, str]:
     split, note = _split(rows, opts)
     out["table.md"] = note + table(rows, metric, by=split)
     if opts.get("best_of"):
-        out["best.md"] = best_of(rows, metric, opts["best_of"])
+        out["best.md"] = best_of(rows, metric, opts["best_of"], split)
     if opts.get("columns"):
         out["details.md"] = details(rows, metric, opts["columns"], split)
     if opts.get("times"):

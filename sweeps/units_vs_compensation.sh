@@ -27,13 +27,17 @@
 # loss. CHOOSE= skips it; CHOOSE=greedy,fisher,flap adds the Fisher
 # allocation as a candidate (its backward pass: minutes on SmolLM2, about 32 min on the 1.5B model). The candidates'
 # loss is measured on windows of the calibration corpus besides the calibration ones (CHOOSE_ON=unseen, the default),
-# or with CHOOSE_ON=calibration on the calibration windows, which built the plans.
+# or with CHOOSE_ON=calibration on the calibration windows, which built the plans. CHOOSE_RIDGE=1e-8,0.1 folds every
+# candidate at each of these ridges and chooses the fold's ridge with the allocation (4 candidates: about 12 min at
+# 0.8 on the 1.5B model); SIZES_RIDGES="1e-2 0.1 1" runs the SIZES rows again with those fold ridges.
 # Runs, under OUT/<units>/:
 #   plain/                         the methods in PLANS with their models saved (their plan.json)
 #   <budget>-<units>_<correction>  STAT's statistics, <units>' plan, that compensation
 #   <budget>-<units>_lstsq_bias_ridge<r>  the same with STAT's fold at ridge r
 #   <budget>-stat_<s>_sizes        STAT's units and fold at the sizes of <s>'s plan (SIZES)
-#   <budget>-stat_choose_<c>[_unseen]  STAT with the allocation chosen among the candidates c (CHOOSE, CHOOSE_ON)
+#   <budget>-stat_<s>_sizes_ridge<r>  the same with the fold at ridge r (SIZES_RIDGES)
+#   <budget>-stat_choose_<c>[_unseen][_ridges<rs>]  STAT with the allocation chosen among the candidates c (CHOOSE,
+#                                  CHOOSE_ON; and the fold's ridge among CHOOSE_RIDGE's)
 # FLAP's units with correction=mean are FLAP's model and Wanda-sp's with none are Wanda-sp's (tests/test_stat.py): those
 # runs check that on the real model; STAT's units with lstsq_bias are STAT's own row (not rerun).
 # Rerunnable: the plain run is skipped once its plans are saved, and a crossed run with its STAT row. The study keeps its
@@ -43,9 +47,9 @@ set -euo pipefail
 MODEL=${MODEL:-smollm2}
 case $MODEL in
   smollm2) model=(); units=query_head; budgets="0.8 0.7 0.9"; plans="stat flap wanda_sp"
-           corrections="none mean lstsq_bias"; ridges=1e-2; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
+           corrections="none mean lstsq_bias"; ridges=1e-2; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen,choose_ridge,ridge_chosen ;;
   qwen25_1_5b) model=(model=qwen25_coder_1_5b model.dtype=float32); units=query_head; budgets=0.8
-               plans="stat flap"; corrections=lstsq_bias; ridges=; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen ;;
+               plans="stat flap"; corrections=lstsq_bias; ridges=; columns=seed,keep_from,correction,ridge,choose_from,choose_on,allocation_chosen,choose_ridge,ridge_chosen ;;
   *) echo "error: MODEL=$MODEL is not known here; choose smollm2 or qwen25_1_5b" >&2; exit 2 ;;
 esac
 UNITS=${UNITS:-$units}
@@ -56,6 +60,8 @@ RIDGES=${RIDGES:-$ridges}
 SIZES=${SIZES-flap}
 CHOOSE=${CHOOSE-greedy,flap}
 CHOOSE_ON=${CHOOSE_ON:-unseen}
+CHOOSE_RIDGE=${CHOOSE_RIDGE:-}
+SIZES_RIDGES=${SIZES_RIDGES:-}
 CALIB=${CALIB:-16}
 SEED=${SEED:-0}
 study=$MODEL/units_vs_compensation
@@ -83,16 +89,21 @@ for b in $BUDGETS; do
         method.options.keep_from="$OUT/$UNITS/plain/pruned_${p}_$b/plan.json" hydra.run.dir="$dir"
     done
   done
-  for z in $SIZES; do  # STAT's units at another method's sizes
-    dir="$OUT/$UNITS/$b-stat_${z}_sizes"
-    [ -f "$dir/results.jsonl" ] && grep -q "\"method\": \"stat_${z}_sizes\"" "$dir/results.jsonl" && continue
-    python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_${z}_sizes hydra.run.dir="$dir"
+  for z in $SIZES; do  # STAT's units at another method's sizes (and with the fold at each of SIZES_RIDGES)
+    for r in default $SIZES_RIDGES; do
+      dir="$OUT/$UNITS/$b-stat_${z}_sizes$([ $r = default ] || echo _ridge$r)"
+      [ -f "$dir/results.jsonl" ] && grep -q "\"method\": \"stat_${z}_sizes\"" "$dir/results.jsonl" && continue
+      python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_${z}_sizes \
+        $([ $r = default ] || echo +method.options.ridge=$r) hydra.run.dir="$dir"
+    done
   done
   for c in $CHOOSE; do  # STAT with its allocation chosen by measurement among the candidates c
     dir="$OUT/$UNITS/$b-stat_choose_$(echo $c | tr , _)$([ "$CHOOSE_ON" = calibration ] || echo _$CHOOSE_ON)"
+    dir+=$([ -z "$CHOOSE_RIDGE" ] || echo _ridges$(echo $CHOOSE_RIDGE | tr , _))
     [ -f "$dir/results.jsonl" ] && grep -q '"method": "stat_choose"' "$dir/results.jsonl" && continue
     python run.py "${common[@]}" logger.group=$study budget=[$b] dense=false method=stat_choose \
-      +method.options.choose_from=[$c] method.options.choose_on=$CHOOSE_ON hydra.run.dir="$dir"
+      +method.options.choose_from=[$c] method.options.choose_on=$CHOOSE_ON hydra.run.dir="$dir" \
+      ${CHOOSE_RIDGE:+"+method.options.choose_ridge=[$CHOOSE_RIDGE]"}
   done
 done
 python - "$OUT" <<'PY'

@@ -270,6 +270,11 @@ def test_report_best_of_picks_each_methods_better_granularity_per_budget():
     assert "| flap | 12.00 (query_head, 0.800) | 32.00 (kv_group, 0.500) |" in md and "| dense | 10.00 | 10.00 |" in md
     acc = best_of([{**r, "accuracy_x": r["ppl_x"]} for r in rows], "accuracy_x", "attn_units")  # higher wins
     assert "| flap | 15.0000 (kv_group, 0.800) | 33.0000 (query_head, 0.500) |" in acc
+    # another option that splits the table splits best.md too: never averaged into the default's line
+    other = [{**r, "normalize": "median", "ppl_x": r["ppl_x"] * 3} for r in rows if r["method"] == "flap"]
+    md = best_of(rows + other, "ppl_x", "attn_units", ["attn_units", "normalize"])
+    assert "| flap | 12.00 (query_head, 0.800) | 32.00 (kv_group, 0.500) |" in md
+    assert "| flap normalize=median | 36.00 (query_head, 0.800) | 96.00 (kv_group, 0.500) |" in md
 
 
 def test_report_figure_splits_lines_as_the_table_does(monkeypatch):

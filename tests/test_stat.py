@@ -180,7 +180,7 @@ def _calibrated(model, name="stat", seqlen=16, n=8, **opts):
     g = torch.Generator().manual_seed(3)
     x = torch.randint(4, 250, (n, seqlen), generator=g)
     cap = capture_inputs(model, ad, [{"input_ids": b} for b in x.split(4)])
-    m = methods.build(name, cache=False, ridge=0.0, **opts) if name.startswith("stat") else methods.build(name)
+    m = methods.build(name, **{"cache": False, "ridge": 0.0, **opts}) if name.startswith("stat") else methods.build(name)
     labelled = [{"input_ids": b, "labels": b} for b in x.split(4)] if STAT.wants_labels(opts) else None
     unseen = [{"input_ids": b, "labels": b} for b in torch.randint(4, 250, (n, seqlen), generator=g).split(4)] \
         if STAT.wants_unseen(opts, n // 4) else None
@@ -809,7 +809,7 @@ def test_allocation_choose_folds_the_last_candidate_once_when_it_wins():
     for order, folds in (([other, win], 2 * n), ([win, other], 3 * n)):
         m, _ = _calibrated(model, allocation="choose", choose_from=order, choose_on="calibration")
         calls, fold = [], m.fold
-        m.fold = lambda i, k: calls.append(i) or fold(i, k)
+        m.fold = lambda i, k, r=None: calls.append(i) or fold(i, k, r)
         pruned = copy.deepcopy(model)
         m.prune(pruned, budget)
         assert len(calls) == folds and m.folded is None and m.choice["allocation_chosen"] == win
@@ -818,6 +818,47 @@ def test_allocation_choose_folds_the_last_candidate_once_when_it_wins():
     seq, _ = _calibrated(model, allocation="choose", choose_from=[other, win], choose_on="calibration",
                          propagate="pruned")
     assert seq.choose(budget) == win and seq.folded is None
+
+
+def test_allocation_choose_with_ridges_chooses_the_folds_ridge_with_the_allocation():
+    """choose_ridge: every candidate allocation is folded at each ridge; each (allocation, ridge) candidate's loss is
+    the loss of the model that allocation and ridge give alone (FLAP's and uniform sizes, and the pivots, do not
+    depend on the ridge); the plan is the winner's, folded at its ridge, which the row records. Refused without
+    allocation=choose, with an empty list or a negative ridge, and on the pruned path (which folds at ``ridge``)."""
+    from conftest import make_tiny
+
+    model, _ = make_tiny("llama", kv_heads=2, attn_units="query_head")
+    budget, cands, ridges = 0.6, ["uniform", "flap"], [0.0, 10.0]
+    m, x = _calibrated(model, allocation="choose", choose_from=cands, choose_ridge=ridges, choose_on="calibration")
+    pruned = copy.deepcopy(model)
+    plan = m.prune(pruned, budget)
+    losses = m.choice["choice_loss"]
+    assert list(losses) == [f"{a} ridge={r:g}" for a in cands for r in ridges]
+    models = {}
+    for a in cands:
+        for r in ridges:
+            theirs = copy.deepcopy(model)
+            one, _ = _calibrated(model, allocation=a, ridge=r)
+            one.prune(theirs, budget)
+            with torch.no_grad():
+                ref = [float(theirs(input_ids=s, labels=s).loss) for s in x[:4].split(1)]
+            assert math.isclose(losses[f"{a} ridge={r:g}"], sum(ref) / len(ref), rel_tol=1e-5)
+            models[(a, r)] = theirs
+    best = min(losses, key=losses.get)
+    a, r = m.choice["allocation_chosen"], m.choice["ridge_chosen"]
+    assert best == f"{a} ridge={r:g}" and len(set(losses.values())) == 4
+    assert all(losses[f"{c} ridge=0"] != losses[f"{c} ridge=10"] for c in cands)  # the ridge moves the loss
+    ref = models[(a, r)].state_dict()
+    assert all(torch.equal(v, ref[k]) for k, v in pruned.state_dict().items())
+    assert plan.meta["counts"] == [len(sp.keep) for lp in plan.layers for sp in lp.values()]
+    row = m.row_info()
+    assert row["ridge_chosen"] == r and row["choose_ridge"] == "0,10" and row["allocation_chosen"] == a
+    assert m.fold_ridge(budget) == r and m.fold_ridge(0.5) == m.opts.ridge
+    for bad in (dict(allocation="greedy", choose_ridge=[0.1]), dict(allocation="choose", choose_ridge=[]),
+                dict(allocation="choose", choose_ridge=[-1.0]),
+                dict(allocation="choose", choose_ridge=[0.1], propagate="pruned")):
+        with pytest.raises(UserError, match="choose_ridge=.*set method.options.ridge"):
+            methods.build("stat", **bad)
 
 
 def test_allocation_choose_on_unseen_windows_reads_them_and_not_the_calibration_ones():

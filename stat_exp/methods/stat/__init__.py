@@ -28,7 +28,9 @@ Options (all ablations; the first value is the default):
               batches (biased: the windows that built the plans favour the plan that fits them most; any task with
               labels), ``statistics.calibration_loss``: per candidate one fold and one forward pass of those
               batches; the row records the choice and every candidate's loss. With propagate=pruned the candidates
-              are compared as one-pass models)
+              are compared as one-pass models). ``choose_ridge`` (a list): every candidate allocation is folded at
+              each of these ridges, and the fold's ridge is chosen with the allocation (sizes and units from the
+              curves at ``ridge``; one-pass only))
 - paper_variant: auto (the family's: post-LN encoders bert, pre-LN decoders opt) | bert | opt
 - paper_shares: cost (FFN share of a layer from our cost model) | released (0.6622759 bert, 4/7 opt)
 - paper_head_quirk: false | true (the released head-level indexing: permutation used for its inverse)
@@ -106,6 +108,7 @@ class Options:
     choose_from: tuple[str, ...] = ("greedy", "flap")  # allocation=choose: the candidates
     choose_batches: int | None = 1  # allocation=choose: batches measured on (None: as many as calibration has)
     choose_on: str = "unseen"  # allocation=choose: other windows of the calibration corpus | calibration: its own
+    choose_ridge: tuple[float, ...] | None = None  # allocation=choose: the fold's ridge chosen among these too
 
     def __post_init__(self):
         for key, allowed in CHOICES.items():
@@ -115,6 +118,12 @@ class Options:
         if self.allocation == "choose" and (bad or not self.choose_from):
             raise UserError(f"method option choose_from={list(self.choose_from)}: list allocations to choose between, "
                             f"from {', '.join(a for a in CHOICES['allocation'] if a != 'choose')}")
+        if self.choose_ridge is not None and (self.allocation != "choose" or not self.choose_ridge or
+                                              min(self.choose_ridge) < 0 or self.propagate != "dense" or
+                                              self.order != "joint"):
+            raise UserError(f"method option choose_ridge={list(self.choose_ridge)}: a list of ridges >= 0 that "
+                            "allocation=choose folds each candidate at (one pass: propagate=dense, order=joint); "
+                            "otherwise set method.options.ridge")
         if self.choose_batches is not None and self.choose_batches < 1:
             raise UserError(f"method option choose_batches={self.choose_batches}; pass a number of calibration "
                             "batches >= 1, or null for all")
@@ -152,7 +161,8 @@ class STAT(Method):
         if unknown:
             raise UserError(f"unknown STAT option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         super().__init__(**options)
-        self.opts = Options(**{k: (float(v) if k in ("floor", "ridge") else tuple(v) if k == "choose_from" else v)
+        self.opts = Options(**{k: (float(v) if k in ("floor", "ridge") else tuple(v) if k == "choose_from" else
+                                   tuple(map(float, v)) if k == "choose_ridge" and v is not None else v)
                                for k, v in options.items()})
         self.timings: dict[str, float] = {}
 
@@ -226,10 +236,17 @@ class STAT(Method):
     def gram(self, i: int):
         return gram(self.stat(i), self.opts.correction == "lstsq_bias", self.ctx.device)
 
-    def fold(self, i: int, keep: list[int]):
-        """Site ``i``'s plan for the kept units ``keep``, with the configured correction (dense statistics)."""
+    def fold(self, i: int, keep: list[int], ridge: float | None = None):
+        """Site ``i``'s plan for the kept units ``keep``, with the configured correction (dense statistics) and
+        ``ridge`` (the option's when None)."""
         o = self.opts
-        return fold(self.ctx.site(i), self.fit_gram(self.stat(i)), self.stat(i), keep, o.correction, o.ridge)
+        return fold(self.ctx.site(i), self.fit_gram(self.stat(i)), self.stat(i), keep, o.correction,
+                    o.ridge if ridge is None else ridge)
+
+    def fold_ridge(self, budget: float) -> float:
+        """The one-pass fold's ridge at ``budget``: the option's, or allocation=choose's pick of ``choose_ridge``."""
+        c = getattr(self, "choice", {})
+        return c["ridge_chosen"] if c.get("budget") == budget and "ridge_chosen" in c else self.opts.ridge
 
     def fit_gram(self, st: dict):
         """A site's full Gram on the device when the correction fits (``fold.FITS``); None for mean and none, which
@@ -321,30 +338,35 @@ class STAT(Method):
         """allocation=choose: the candidate of ``choose_from`` whose pruned and folded model has the lowest task loss
         (``statistics.calibration_loss``) on ``choose_batches`` labelled batches: windows of the calibration corpus
         besides the calibration ones (``choose_on=unseen``, ``ctx.unseen``) or the first calibration batches
-        (``choose_on=calibration``). A shared copy of the model per candidate, the dense model untouched; measured
+        (``choose_on=calibration``). With ``choose_ridge`` a candidate is an allocation and a fold ridge (named
+        ``<allocation> ridge=<r>``). A shared copy of the model per candidate, the dense model untouched; measured
         once per budget, kept in ``self.choice``. When the last candidate wins, its folds are kept for ``plan``
         (``self.folded``), which would otherwise fold it again; no two candidates' folds are held at once."""
         t = time.perf_counter()
         if getattr(self, "choice", {}).get("budget") != budget:
-            ctx, n, last = self.ctx, self.opts.choose_batches, self.opts.choose_from[-1]
-            losses = {}
-            for a in self.opts.choose_from:
-                keeps = self.keeps(budget, a)
-                folding = progress(keeps, f"stat: fold {a} at {budget:g}", unit="site")
-                sites = [self.fold(i, k) for i, k in enumerate(folding)]
+            ctx, n, ridges = self.ctx, self.opts.choose_batches, self.opts.choose_ridge
+            cands = {(f"{a} ridge={r:g}" if ridges else a): (a, r)
+                     for a in self.opts.choose_from for r in (ridges or [self.opts.ridge])}
+            last, losses, keeps = list(cands)[-1], {}, {}
+            for name, (a, r) in cands.items():
+                if a not in keeps:  # one allocation's units at every ridge
+                    keeps[a] = self.keeps(budget, a)
+                folding = progress(keeps[a], f"stat: fold {name} at {budget:g}", unit="site")
+                sites = [self.fold(i, k, r) for i, k in enumerate(folding)]
                 pruned = apply_plan(shared_copy(ctx.model), PrunePlan(ctx.layered(sites)), adapter=ctx.adapter)
-                if a != last:
+                if name != last:
                     del sites
-                losses[a] = calibration_loss(ctx, pruned, ctx.unseen if self.opts.choose_on == "unseen" else
-                                             ctx.labelled[:n])
+                losses[name] = calibration_loss(ctx, pruned, ctx.unseen if self.opts.choose_on == "unseen" else
+                                                ctx.labelled[:n])
                 del pruned
-            self.choice = {"budget": budget, "allocation_chosen": min(losses, key=losses.get), "choice_loss": losses}
+            best = min(losses, key=losses.get)
+            self.choice = {"budget": budget, "allocation_chosen": cands[best][0], "choice_loss": losses,
+                           **({"ridge_chosen": cands[best][1]} if ridges else {})}
             one_pass = self.opts.propagate == "dense" and self.opts.order == "joint"  # the paths that call plan
-            self.folded = (budget, sites) if one_pass and self.choice["allocation_chosen"] == last else None
+            self.folded = (budget, sites) if one_pass and best == last else None
             del sites
-            log.info("stat: allocation=choose at %g: %s (loss on %s windows: %s)", budget,
-                     self.choice["allocation_chosen"], self.opts.choose_on,
-                     ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
+            log.info("stat: allocation=choose at %g: %s (loss on %s windows: %s)", budget, best,
+                     self.opts.choose_on, ", ".join(f"{a} {v:.4f}" for a, v in losses.items()))
         self.timings["choice_s"] = elapsed(t, self.ctx.device)  # ~0 when this budget's choice was made before
         return self.choice["allocation_chosen"]
 
@@ -375,6 +397,8 @@ class STAT(Method):
                 fixed.update({k: v for k, v in self.choice.items() if k != "budget"},
                              choose_from=",".join(self.opts.choose_from), choose_batches=self.opts.choose_batches,
                              choose_on=self.opts.choose_on)
+                if self.opts.choose_ridge:
+                    fixed["choose_ridge"] = ",".join(f"{r:g}" for r in self.opts.choose_ridge)
             return fixed if kind == "gram" else {"sketch": kind, "sketch_dim": dim, **fixed}
         return {"paper_variant": self.variant, "paper_shares": self.opts.paper_shares,
                 "phi_ffn": self.phi_ffn(), "sketch": self.sketch[0]}
@@ -390,7 +414,8 @@ class STAT(Method):
             self.timings.get("choice_s", 0.0)
         folded, self.folded = getattr(self, "folded", None), None  # allocation=choose: the winner's, when kept
         folding = progress(range(len(ctx.site_keys)), f"stat: fold at {budget:g}", unit="site")
-        sites = folded[1] if folded and folded[0] == budget else [self.fold(i, keeps[i]) for i in folding]
+        sites = folded[1] if folded and folded[0] == budget else \
+            [self.fold(i, keeps[i], self.fold_ridge(budget)) for i in folding]
         return PrunePlan(ctx.layered(sites), meta={"method": self.name, "budget": budget, "n_units": ctx.n_units,
                                                    "counts": [len(k) for k in keeps]})
 
